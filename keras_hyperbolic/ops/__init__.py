@@ -1,0 +1,1 @@
+"""Stateless maths used by the layers; imports nothing else of the package."""

@@ -1,0 +1,74 @@
+"""Argument checks shared by every layer and model.
+
+Every check raises before any work is done, with a message that names the
+argument and the value received (the Keras convention).
+"""
+
+import numbers
+
+
+def invalid(name, value, expected):
+    """The `ValueError` for argument `name`: what was expected and what came."""
+    return ValueError(
+        f"Invalid value for argument `{name}`. Expected {expected}. "
+        f"Received: {name}={value!r}"
+    )
+
+
+def check_rank(rank, name="rank"):
+    if isinstance(rank, bool) or rank not in (1, 2, 3):
+        raise invalid(name, rank, "one of 1, 2, 3 (the number of spatial axes)")
+    return int(rank)
+
+
+def check_choice(value, choices, name):
+    if not isinstance(value, str) or value not in choices:
+        raise invalid(name, value, f"one of {sorted(choices)}")
+    return value
+
+
+def check_positive_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise invalid(name, value, f"an integer >= {minimum}")
+    return int(value)
+
+
+def check_positive_float(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise invalid(name, value, "a positive number")
+    return float(value)
+
+
+def check_input_shape(shape, rank, name="inputs", divisor=2, require_static=True):
+    """Checks a channels_last shape `(batch, *spatial, channels)`.
+
+    Spatial sizes must be divisible by `divisor` (invertible down-sampling by 2
+    needs even sizes). `None` spatial sizes are allowed unless `require_static`.
+    The channel axis must always be known, since it sizes the weights.
+    """
+    shape = tuple(shape)
+    if len(shape) != rank + 2:
+        raise ValueError(
+            f"Invalid shape for argument `{name}`: expected rank {rank + 2} "
+            f"(batch, {rank} spatial axes, channels) for a layer of rank {rank}. "
+            f"Received: {name}.shape={shape}"
+        )
+    if shape[-1] is None:
+        raise ValueError(
+            f"Invalid shape for argument `{name}`: the channel axis must be known. "
+            f"Received: {name}.shape={shape}"
+        )
+    for axis, size in enumerate(shape[1:-1], start=1):
+        if size is None:
+            if require_static:
+                raise ValueError(
+                    f"Invalid shape for argument `{name}`: spatial axis {axis} must be "
+                    f"known here. Received: {name}.shape={shape}"
+                )
+            continue
+        if divisor > 1 and size % divisor != 0:
+            raise ValueError(
+                f"Invalid shape for argument `{name}`: spatial axis {axis} has size "
+                f"{size}, which is not divisible by {divisor}. Received: {name}.shape={shape}"
+            )
+    return shape
