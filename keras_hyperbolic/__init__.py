@@ -8,3 +8,4 @@ Sub-packages, in the order data flows through them:
 __version__ = "0.1.0"
 
 from keras_hyperbolic import layers  # noqa: F401  (registers serialisable layers)
+from keras_hyperbolic import reversible  # noqa: F401,E402

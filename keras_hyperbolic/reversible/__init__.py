@@ -1,0 +1,3 @@
+"""The memory-efficient gradient engine: reversible stacks that rebuild activations by inversion."""
+
+from keras_hyperbolic.reversible.sequence import ReversibleSequence  # noqa: F401

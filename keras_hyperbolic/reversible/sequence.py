@@ -1,0 +1,265 @@
+"""`ReversibleSequence`: a stack of invertible layers whose training memory is flat in depth.
+
+With `memory_efficient=True` the whole stack runs under ONE `tf.custom_gradient`
+that keeps only the stack's output. The gradient function walks the blocks
+from the top, and for each block calls `block.backward(y, dy)`, which rebuilds
+the block's input by inversion and returns the gradients (coupling blocks fuse
+the two: the function evaluations made while inverting are reused for the
+vector-Jacobian product). Why it is built this way (DESIGN.md, measured on TF 2.21):
+
+- A custom gradient per block saves nothing: each closure keeps its output alive.
+- In graph mode the executor would run the whole inverse chain early (it does
+  not depend on the incoming gradient) and hold every rebuilt tensor. So each
+  rebuild is made to wait, through control dependencies, for the gradient of
+  the block above and for that block's weight gradients.
+- The rebuild runs inside a `keras.StatelessScope`, so layers with state
+  (BatchNormalization moving statistics) are updated exactly once per step, by
+  the forward pass, and not again during the rebuild.
+- Layers with random state (dropout, noise) cannot reproduce their draw during
+  the rebuild and are refused.
+- `grad_fn` receives the underlying `tf.Variable`s (MirroredVariables under a
+  strategy) in no guaranteed order: gradients are matched to them by identity.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_hyperbolic.layers.invertible import InvertibleLayer
+
+
+def _underlying(variable):
+    """The `tf.Variable` (or distributed variable) behind a Keras variable."""
+    return getattr(variable, "_value", variable)
+
+
+def _random_sublayers(layer):
+    """Sub-layers that draw random numbers when called (dropout, noise)."""
+    found = []
+    for sub in layer._flatten_layers(include_self=True, recursive=True):
+        if hasattr(sub, "seed_generator") or isinstance(sub, keras.layers.Dropout):
+            found.append(sub)
+    return found
+
+
+@keras.saving.register_keras_serializable(package="keras_hyperbolic")
+class ReversibleSequence(InvertibleLayer):
+    """A stack of invertible layers trained with activations rebuilt by inversion.
+
+    Composes invertible layers (reversible blocks, invertible convolutions and
+    the invertible poolings) into one invertible layer. With
+    `memory_efficient=True` (the default) a training step stores only the
+    stack's output: every block's input is rebuilt by inverting the block
+    above it during the backward pass, so memory does not grow with depth.
+    With `memory_efficient=False` the stack is plain autodiff, the reference.
+    Both give the same gradients (to float round-off).
+
+    Args:
+        layers: a non-empty list of `InvertibleLayer`s, applied in order.
+        memory_efficient: rebuild activations by inversion during backprop
+            (True) or store them (False).
+        **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
+
+    Input shape:
+        What the first layer takes (channels_last).
+
+    Output shape:
+        What the last layer returns.
+
+    Raises:
+        TypeError: when an element of `layers` is not invertible.
+        ValueError: when `layers` is empty, or when `memory_efficient=True`
+            and a block contains layers with random state (dropout).
+
+    Example:
+    >>> stack = ReversibleSequence(
+    ...     [AdditiveCoupling(rank=2) for _ in range(8)], memory_efficient=True)
+    >>> y = stack(tf.random.normal((2, 16, 16, 8)), training=True)
+    >>> x = stack.inverse(y)
+
+    References:
+        Gomez et al., "The Reversible Residual Network" (2017);
+        Lensink, Peters, Haber, "Fully Hyperbolic Convolutional Neural
+        Networks" (2022), section 5.
+    """
+
+    def __init__(self, layers, memory_efficient=True, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(layers, keras.layers.Layer) or not isinstance(layers, (list, tuple)):
+            raise TypeError(
+                "Invalid value for argument `layers`. Expected a list of invertible "
+                f"layers. Received: layers={layers!r}"
+            )
+        if not layers:
+            raise ValueError(
+                "Invalid value for argument `layers`. Expected a non-empty list. "
+                "Received: layers=[]"
+            )
+        for index, layer in enumerate(layers):
+            if not isinstance(layer, InvertibleLayer):
+                raise TypeError(
+                    f"Invalid value for argument `layers`: element {index} "
+                    f"({getattr(layer, 'name', layer)!r}, of type {type(layer).__name__}) "
+                    "is not an invertible layer. ReversibleSequence takes "
+                    "keras_hyperbolic InvertibleLayer instances (call, inverse, "
+                    "log_det_jacobian)."
+                )
+        if not isinstance(memory_efficient, bool):
+            raise ValueError(
+                "Invalid value for argument `memory_efficient`. Expected True or False. "
+                f"Received: memory_efficient={memory_efficient!r}"
+            )
+        if memory_efficient:
+            for layer in layers:
+                random = _random_sublayers(layer)
+                if random:
+                    raise ValueError(
+                        f"Layer {layer.name!r} contains layers with random state "
+                        f"({', '.join(sorted({type(r).__name__ for r in random}))}), "
+                        "whose draw cannot be reproduced when the block is rebuilt "
+                        "by inversion. Remove them, or use "
+                        "ReversibleSequence(..., memory_efficient=False)."
+                    )
+        self.blocks = list(layers)
+        self.memory_efficient = memory_efficient
+        # Recorded inputs for InversionMonitor probes (eager calls only).
+        self._probe_inputs = None
+
+    # === Shapes and building ===
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.blocks:
+            if not layer.built:
+                layer.build(shape)
+            shape = tuple(layer.compute_output_shape(shape))
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.blocks:
+            shape = tuple(layer.compute_output_shape(shape))
+        return shape
+
+    def compute_input_shape(self, output_shape):
+        shape = tuple(output_shape)
+        for layer in reversed(self.blocks):
+            shape = tuple(layer.compute_input_shape(shape))
+        return shape
+
+    # === Maps ===
+
+    def call(self, inputs, training=None):
+        if self._probe_inputs is not None and tf.executing_eagerly():
+            self._probe_inputs.append(inputs)
+        if not self.memory_efficient:
+            outputs = inputs
+            for layer in self.blocks:
+                outputs = layer(outputs, training=training)
+            return outputs
+        return self._memory_efficient_call(inputs, training)
+
+    def inverse(self, outputs, training=None):
+        self.build_for_inverse(outputs.shape)
+        inputs = outputs
+        for layer in reversed(self.blocks):
+            inputs = layer.inverse(inputs, training=training)
+        return inputs
+
+    def log_det_jacobian(self, inputs, training=None):
+        _, log_det = self.forward_and_log_det(inputs, training=training)
+        return log_det
+
+    def forward_and_log_det(self, inputs, training=None):
+        outputs = tf.convert_to_tensor(inputs)
+        log_det = tf.zeros(tf.shape(outputs)[:1], dtype=self.variable_dtype)
+        for layer in self.blocks:
+            outputs, block_log_det = layer.forward_and_log_det(outputs, training=training)
+            log_det = log_det + tf.cast(block_log_det, log_det.dtype)
+        return outputs, log_det
+
+    def backward(self, outputs, grad_outputs, training=None):
+        # A nested ReversibleSequence is one more block to the engine.
+        inputs, grad_inputs, grads = self._backward_through_blocks(
+            outputs, grad_outputs, training
+        )
+        variables = self.trainable_variables
+        by_variable = {id(_underlying(v)): g for v, g in grads}
+        return inputs, grad_inputs, [by_variable.get(id(_underlying(v))) for v in variables]
+
+    def reconstruction_error(self, inputs, training=False):
+        """`||inverse(call(x)) - x|| / ||x||` in float64: how far inversion has drifted."""
+        inputs = tf.convert_to_tensor(inputs)
+        rebuilt = self.inverse(self(inputs, training=training), training=training)
+        difference = tf.cast(rebuilt, tf.float64) - tf.cast(inputs, tf.float64)
+        return tf.norm(difference) / (tf.norm(tf.cast(inputs, tf.float64)) + 1e-30)
+
+    # === The engine ===
+
+    def _backward_through_blocks(self, outputs, grad_outputs, training):
+        """Walks the blocks from the top; returns (x, dx, [(variable, grad), ...])."""
+        pairs = []
+        waits_for = [grad_outputs]
+        for layer in reversed(self.blocks):
+            # Rebuild this block only once the block above has produced its
+            # input gradient and weight gradients (else graph mode runs the
+            # whole inverse chain early and holds every rebuilt tensor).
+            with tf.control_dependencies(waits_for):
+                outputs = tf.identity(outputs)
+            # Moving statistics were updated by the forward pass; the rebuild
+            # must not update them again.
+            with keras.StatelessScope():
+                inputs, grad_inputs, grads = layer.backward(
+                    outputs, grad_outputs, training=training
+                )
+            pairs.extend(zip(layer.trainable_variables, grads))
+            waits_for = [grad_inputs] + [g for g in grads if g is not None]
+            outputs, grad_outputs = inputs, grad_inputs
+        return outputs, grad_outputs, pairs
+
+    def _memory_efficient_call(self, inputs, training):
+        blocks = self.blocks
+
+        # `training` is closed over: inside tf.function a custom_gradient
+        # function cannot take keyword arguments.
+        @tf.custom_gradient
+        def reversible_stack(stack_inputs):
+            outputs = stack_inputs
+            for layer in blocks:
+                outputs = layer(outputs, training=training)
+
+            def grad_fn(grad_outputs, variables=None):
+                _, grad_inputs, pairs = self._backward_through_blocks(
+                    outputs, grad_outputs, training
+                )
+                by_variable = {}
+                for variable, grad in pairs:
+                    key = id(_underlying(variable))
+                    if grad is not None and key in by_variable and by_variable[key] is not None:
+                        grad = by_variable[key] + grad  # a variable shared by blocks
+                    by_variable[key] = grad
+                grad_variables = [by_variable.get(id(v)) for v in (variables or [])]
+                return grad_inputs, grad_variables
+
+            return outputs, grad_fn
+
+        return reversible_stack(inputs)
+
+    # === Config ===
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "layers": [keras.saving.serialize_keras_object(layer) for layer in self.blocks],
+                "memory_efficient": self.memory_efficient,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layers"] = [
+            keras.saving.deserialize_keras_object(layer) for layer in config["layers"]
+        ]
+        return cls(**config)
