@@ -1,0 +1,137 @@
+"""Pixel shuffle ("squeeze") pooling: the parameter-free invertible down-sampling.
+
+Reference: J.-H. Jacobsen, A. Smeulders, E. Oyallon, "i-RevNet: Deep Invertible
+Networks" (the invertible down-sampling of Sec. 3.1 / thesis ch. 6).
+"""
+
+import keras
+
+from keras_hyperbolic.layers.pooling.base import BaseInvertiblePooling
+from keras_hyperbolic.ops.pixel_shuffle import squeeze, unsqueeze
+
+
+class BasePixelShufflePooling(BaseInvertiblePooling):
+    """Squeeze of any rank (see `PixelShufflePooling2D`)."""
+
+    def _down(self, x):
+        return squeeze(x, self.rank)
+
+    def _up(self, y):
+        return unsqueeze(y, self.rank)
+
+
+class BasePixelShuffleUnpooling(BasePixelShufflePooling):
+    upsample = True
+
+
+_POOLING_DOC = """Invertible squeeze (pixel shuffle) down-sampling ({rank}D).
+
+Moves each 2x..x2 block into the channels: output channel `p * C + c` holds
+channel `c` at block position `p` (row-major over the spatial axes).{extra}
+No parameters; orthogonal (a permutation), so the log-determinant is zero.
+
+Args:
+    **kwargs: base layer arguments.
+
+Input shape:
+    `(batch, {spatial}, C)`; spatial sizes even.
+
+Output shape:
+    `(batch, {half}, {s} * C)`.
+
+Raises:
+    ValueError: wrong rank, unknown channel count or odd spatial size.
+
+Example:
+
+>>> y = keras_hyperbolic.layers.PixelShufflePooling{rank}D()(x)
+
+Reference: Jacobsen, Smeulders, Oyallon, "i-RevNet: Deep Invertible Networks".
+"""
+
+_UNPOOLING_DOC = """Invertible un-squeeze (depth to space) up-sampling ({rank}D).
+
+`call` is `PixelShufflePooling{rank}D.inverse`; `inverse` is the squeeze.{extra}
+
+Args:
+    **kwargs: base layer arguments.
+
+Input shape:
+    `(batch, {spatial}, {s} * C)`; channels divisible by {s}.
+
+Output shape:
+    `(batch, {double}, C)`.
+
+Raises:
+    ValueError: wrong rank, unknown channel count or channels not divisible by {s}.
+
+Example:
+
+>>> x = keras_hyperbolic.layers.PixelShuffleUnpooling{rank}D()(y)
+
+Reference: Jacobsen, Smeulders, Oyallon, "i-RevNet: Deep Invertible Networks".
+"""
+
+
+def _doc(template, rank):
+    names = ["d1", "d2", "d3"][:rank]
+    extra = {
+        True: " In 2D this is `tf.nn.space_to_depth(x, 2)`.",
+        False: " In 2D this is `tf.nn.depth_to_space(y, 2)`.",
+    }[template is _POOLING_DOC] if rank == 2 else ""
+    return template.format(
+        rank=rank,
+        s=2**rank,
+        extra=extra,
+        spatial=", ".join(names),
+        half=", ".join(f"{n} / 2" for n in names),
+        double=", ".join(f"2 * {n}" for n in names),
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_hyperbolic")
+class PixelShufflePooling1D(BasePixelShufflePooling):
+    __doc__ = _doc(_POOLING_DOC, 1)
+
+    def __init__(self, **kwargs):
+        super().__init__(1, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="keras_hyperbolic")
+class PixelShufflePooling2D(BasePixelShufflePooling):
+    __doc__ = _doc(_POOLING_DOC, 2)
+
+    def __init__(self, **kwargs):
+        super().__init__(2, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="keras_hyperbolic")
+class PixelShufflePooling3D(BasePixelShufflePooling):
+    __doc__ = _doc(_POOLING_DOC, 3)
+
+    def __init__(self, **kwargs):
+        super().__init__(3, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="keras_hyperbolic")
+class PixelShuffleUnpooling1D(BasePixelShuffleUnpooling):
+    __doc__ = _doc(_UNPOOLING_DOC, 1)
+
+    def __init__(self, **kwargs):
+        super().__init__(1, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="keras_hyperbolic")
+class PixelShuffleUnpooling2D(BasePixelShuffleUnpooling):
+    __doc__ = _doc(_UNPOOLING_DOC, 2)
+
+    def __init__(self, **kwargs):
+        super().__init__(2, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="keras_hyperbolic")
+class PixelShuffleUnpooling3D(BasePixelShuffleUnpooling):
+    __doc__ = _doc(_UNPOOLING_DOC, 3)
+
+    def __init__(self, **kwargs):
+        super().__init__(3, **kwargs)
