@@ -4,3 +4,24 @@ from keras_hyperbolic.layers.invertible import InvertibleLayer, check_invertible
 from keras_hyperbolic.layers.residual import ResidualFunction  # noqa: F401
 from keras_hyperbolic.layers.additive_coupling import AdditiveCoupling  # noqa: F401
 from keras_hyperbolic.layers.hyperbolic_block import HyperbolicBlock  # noqa: F401
+from keras_hyperbolic.layers.pooling import (  # noqa: F401
+    OrthogonalPooling1D,
+    OrthogonalPooling2D,
+    OrthogonalPooling3D,
+    OrthogonalUnpooling1D,
+    OrthogonalUnpooling2D,
+    OrthogonalUnpooling3D,
+    PairPooling,
+    PixelShufflePooling1D,
+    PixelShufflePooling2D,
+    PixelShufflePooling3D,
+    PixelShuffleUnpooling1D,
+    PixelShuffleUnpooling2D,
+    PixelShuffleUnpooling3D,
+    WaveletPooling1D,
+    WaveletPooling2D,
+    WaveletPooling3D,
+    WaveletUnpooling1D,
+    WaveletUnpooling2D,
+    WaveletUnpooling3D,
+)
