@@ -1,0 +1,3 @@
+"""Small real data sets built from what ships inside installed packages (nothing is downloaded)."""
+
+from keras_hyperbolic.data.video import make_digit_video, segmentation_iou  # noqa: F401

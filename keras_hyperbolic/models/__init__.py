@@ -1,0 +1,5 @@
+"""Whole networks of the papers, trained with `model.fit`: presets in `presets.py` as plain data."""
+
+from keras_hyperbolic.models.hyperbolic_segmenter import HyperbolicSegmenter  # noqa: F401
+from keras_hyperbolic.models.unet_baseline import BaselineUNet  # noqa: F401
+from keras_hyperbolic.models.presets import PRESETS, get_preset  # noqa: F401

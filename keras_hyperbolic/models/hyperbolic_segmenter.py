@@ -1,0 +1,310 @@
+"""`HyperbolicSegmenter`: the fully hyperbolic (leapfrog) encoder-decoder of Lensink et al."""
+
+import keras
+import tensorflow as tf
+
+from keras_hyperbolic import layers as khl
+from keras_hyperbolic.reversible import ReversibleSequence
+from keras_hyperbolic.validation import (
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+    check_rank,
+    invalid,
+)
+
+POOLINGS = ("haar", "db2", "learnable", "orthogonal")
+DIRECTIONS = ("down", "up", None)
+
+_CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
+
+
+def make_pooling(pooling, rank, up, name=None):
+    """The invertible (un)pooling layer of kind `pooling` for one half of the pair."""
+    if pooling == "orthogonal":
+        cls = getattr(khl, f"Orthogonal{'Unpooling' if up else 'Pooling'}{rank}D")
+        return cls(name=name)
+    cls = getattr(khl, f"Wavelet{'Unpooling' if up else 'Pooling'}{rank}D")
+    return cls(wavelet=pooling, name=name)
+
+
+def check_units(units, input_pooling_levels=0, name="units"):
+    """Normalises `units` to a list of `(layers, direction)` and checks that they balance.
+
+    Returns `(units, deepest_level)`, where `deepest_level` counts the pooling
+    steps (those applied up front included) at the coarsest point of the
+    network: spatial sizes must be divisible by `2**deepest_level`.
+    """
+    if isinstance(units, (str, bytes)) or not isinstance(units, (list, tuple)) or not units:
+        raise invalid(name, units, "a non-empty list of (layers, direction) pairs, "
+                      "direction one of 'down', 'up', None")
+    normalised = []
+    for unit in units:
+        if (
+            not isinstance(unit, (list, tuple))
+            or len(unit) != 2
+            or isinstance(unit[0], bool)
+            or not isinstance(unit[0], int)
+            or unit[0] < 0
+            or unit[1] not in DIRECTIONS
+        ):
+            raise invalid(name, units, "a non-empty list of (layers, direction) pairs with "
+                          "layers an integer >= 0 and direction one of 'down', 'up', None; "
+                          f"got the unit {unit!r}")
+        normalised.append((int(unit[0]), unit[1]))
+    level = deepest = input_pooling_levels
+    for _, direction in normalised:
+        level += {"down": 1, "up": -1, None: 0}[direction]
+        if level < 0:
+            raise invalid(name, units, "units that never go up more often than they went "
+                          f"down (with input_pooling_levels={input_pooling_levels})")
+        deepest = max(deepest, level)
+    if level != 0:
+        downs = sum(d == "down" for _, d in normalised) + input_pooling_levels
+        ups = sum(d == "up" for _, d in normalised)
+        raise invalid(name, units, f"as many 'up' steps as 'down' steps (including "
+                      f"input_pooling_levels={input_pooling_levels}) so the output returns to "
+                      f"the input's resolution; got {downs} down and {ups} up")
+    if sum(layers for layers, _ in normalised) == 0:
+        raise invalid(name, units, "at least one hyperbolic layer in total")
+    return normalised, deepest
+
+
+def check_divisible_input(shape, rank, multiple, steps, name="inputs"):
+    """Raises when a known spatial size of `shape` is not divisible by `multiple`."""
+    shape = tuple(shape)
+    if len(shape) != rank + 2:
+        raise ValueError(
+            f"Invalid shape for argument `{name}`: expected rank {rank + 2} "
+            f"(batch, {rank} spatial axes, channels). Received: {name}.shape={shape}"
+        )
+    if shape[-1] is None:
+        raise ValueError(
+            f"Invalid shape for argument `{name}`: the channel axis must be known. "
+            f"Received: {name}.shape={shape}"
+        )
+    for axis, size in enumerate(shape[1:-1], start=1):
+        if size is not None and size % multiple:
+            raise ValueError(
+                f"Invalid shape for argument `{name}`: spatial axis {axis} has size {size}, "
+                f"which is not divisible by {multiple} (= 2**{steps}: the network halves every "
+                f"spatial axis {steps} times). Use sizes that are multiples of {multiple}. "
+                f"Received: {name}.shape={shape}"
+            )
+    return shape
+
+
+@keras.saving.register_keras_serializable(package="keras_hyperbolic")
+class HyperbolicSegmenter(keras.Model):
+    """Fully hyperbolic encoder-decoder for dense prediction (segmentation), 1D/2D/3D.
+
+    The network of Lensink, Peters & Haber: an opening convolution maps the
+    input to `width` channels; the hyperbolic pair state starts as
+    `Y_0 = Y_1 =` the opened input (`[Y | Y]`, `2 * width` channels); units of
+    `HyperbolicBlock`s (leapfrog steps `Y_next = 2 Y_cur - Y_prev + h**2 f(Y_cur)`)
+    are separated by invertible pair pooling (paper eqs. 3.6 and 3.7: the same
+    wavelet or orthogonal transform `W` applied to both halves of the pair,
+    down by 2 along every spatial axis with `2**rank` times the channels, or
+    back up); a closing convolution maps the final pair state to class logits.
+
+    The whole hyperbolic part is one `ReversibleSequence`: with
+    `memory_efficient=True` (default) training stores only its output and
+    rebuilds every state by inversion, so memory does not grow with the number
+    of layers or coarsening levels. The opening and closing convolutions are
+    linear and store nothing beyond the model input and the stack output.
+
+    Args:
+        num_classes: number of output channels (class logits), >= 1.
+        rank: number of spatial axes, 1, 2 or 3.
+        width: channels of one state at full resolution (after the opening
+            convolution).
+        units: list of `(layers, direction)`: `layers` hyperbolic blocks, then
+            pooling `"down"`, `"up"` or nothing (`None`). Downs (with
+            `input_pooling_levels`) and ups must balance.
+        h: leapfrog step size of every block.
+        pooling: "haar", "db2", "learnable" (wavelet pooling, the paper's
+            section 3.3) or "orthogonal" (iUNet's learnable orthogonal pooling).
+        kernel_size: kernel size of the blocks and of the opening convolution.
+        hidden_channels: channels of each block's `K`; `None` uses the state's
+            channels at that level.
+        normalization: normalisation inside each block ("layer", "batch",
+            "instance", "none").
+        activation: activation inside each block.
+        input_pooling_levels: fixed Haar transforms applied to the opened input
+            before the hyperbolic part (the paper applies two 3D Haar steps to
+            the data up front); they count as down steps.
+        memory_efficient: train the hyperbolic part by inversion (True) or by
+            plain autodiff (False, the reference).
+        **kwargs: base `keras.Model` arguments (`name`, `dtype`, ...).
+
+    Input shape:
+        `(batch, *spatial, channels)`, `rank` spatial axes, each divisible by
+        `2**(deepest pooling level)`.
+
+    Output shape:
+        `(batch, *spatial, num_classes)`: logits.
+
+    Raises:
+        ValueError: `num_classes < 1`, unknown `pooling`, `units` that do not
+            balance, or (at build time) a spatial size not divisible by the
+            multiple the poolings need.
+
+    Example:
+    >>> model = HyperbolicSegmenter(num_classes=2, rank=2, width=4,
+    ...                             units=[(2, "down"), (2, "up"), (1, None)])
+    >>> model(np.zeros((1, 16, 16, 3), "float32")).shape
+    TensorShape([1, 16, 16, 2])
+
+    Reference:
+        Lensink, Peters, Haber, "Fully Hyperbolic Convolutional Neural
+        Networks" (2022), sections 3 and 5, Table 2.
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        rank=3,
+        width=8,
+        units=((2, "down"), (2, "up"), (2, None)),
+        h=0.1,
+        pooling="haar",
+        kernel_size=3,
+        hidden_channels=None,
+        normalization="layer",
+        activation="relu",
+        input_pooling_levels=0,
+        memory_efficient=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        self.rank = check_rank(rank)
+        self.width = check_positive_int(width, "width")
+        self.h = check_positive_float(h, "h")
+        self.pooling = check_choice(pooling, POOLINGS, "pooling")
+        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
+        self.hidden_channels = (
+            None if hidden_channels is None
+            else check_positive_int(hidden_channels, "hidden_channels")
+        )
+        self.normalization = normalization
+        self.activation = activation
+        self.input_pooling_levels = check_positive_int(
+            input_pooling_levels, "input_pooling_levels", minimum=0
+        )
+        if not isinstance(memory_efficient, bool):
+            raise invalid("memory_efficient", memory_efficient, "True or False")
+        self.memory_efficient = memory_efficient
+        self.units, self.deepest_level = check_units(units, self.input_pooling_levels)
+
+        # === Layers ===
+        conv = _CONV[self.rank]
+        self.opening = conv(self.width, self.kernel_size, padding="same", name="opening")
+        self.input_pooling = [
+            make_pooling("haar", self.rank, up=False, name=f"input_haar_{i}")
+            for i in range(self.input_pooling_levels)
+        ]
+        blocks = []
+        for u, (count, direction) in enumerate(self.units):
+            for j in range(count):
+                blocks.append(
+                    khl.HyperbolicBlock(
+                        rank=self.rank,
+                        kernel_size=self.kernel_size,
+                        h=self.h,
+                        hidden_channels=self.hidden_channels,
+                        normalization=normalization,
+                        activation=activation,
+                        name=f"unit{u}_block{j}",
+                    )
+                )
+            if direction is not None:
+                inner = make_pooling(self.pooling, self.rank, up=direction == "up",
+                                     name=f"unit{u}_{direction}_inner")
+                blocks.append(khl.PairPooling(inner, name=f"unit{u}_{direction}"))
+        self.hyperbolic = ReversibleSequence(
+            blocks, memory_efficient=memory_efficient, name="hyperbolic"
+        )
+        self.closing = conv(self.num_classes, 1, name="closing")
+
+    # === Building ===
+
+    @property
+    def input_multiple(self):
+        """Every spatial size must be a multiple of this."""
+        return 2**self.deepest_level
+
+    def build(self, input_shape):
+        shape = check_divisible_input(
+            input_shape, self.rank, self.input_multiple, self.deepest_level
+        )
+        self.opening.build(shape)
+        shape = tuple(self.opening.compute_output_shape(shape))
+        for layer in self.input_pooling:
+            layer.build(shape)
+            shape = tuple(layer.compute_output_shape(shape))
+        pair_shape = shape[:-1] + (2 * shape[-1],)
+        self.hyperbolic.build(pair_shape)
+        out_shape = tuple(self.hyperbolic.compute_output_shape(pair_shape))
+        self.closing.build(out_shape)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)[:-1] + (self.num_classes,)
+
+    # === Maps ===
+
+    def opened_pair(self, inputs):
+        """The initial pair state `[Y_0 | Y_1]` with `Y_0 = Y_1 =` the opened input."""
+        y = self.opening(inputs)
+        for layer in self.input_pooling:
+            y = layer(y)
+        return tf.concat([y, y], axis=-1)
+
+    def call(self, inputs, training=None):
+        pair = self.opened_pair(inputs)
+        pair = self.hyperbolic(pair, training=training)
+        return self.closing(pair)
+
+    # === Config ===
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "rank": self.rank,
+                "width": self.width,
+                "units": [list(unit) for unit in self.units],
+                "h": self.h,
+                "pooling": self.pooling,
+                "kernel_size": self.kernel_size,
+                "hidden_channels": self.hidden_channels,
+                "normalization": self.normalization,
+                "activation": self.activation,
+                "input_pooling_levels": self.input_pooling_levels,
+                "memory_efficient": self.memory_efficient,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["units"] = [tuple(unit) for unit in config["units"]]
+        return cls(**config)
+
+    @classmethod
+    def from_preset(cls, name, num_classes, **overrides):
+        """Builds the preset `name` (see `keras_hyperbolic.models.presets`), `overrides` applied."""
+        from keras_hyperbolic.models.presets import get_preset
+
+        preset = get_preset(name)
+        if preset["model"] != cls.__name__:
+            raise ValueError(
+                f"Invalid value for argument `name`: preset {name!r} is a {preset['model']}, "
+                f"not a {cls.__name__}."
+            )
+        config = preset["config"]
+        config.update(overrides)
+        return cls(num_classes=num_classes, **config)
