@@ -4,6 +4,14 @@ from keras_hyperbolic.layers.invertible import InvertibleLayer, check_invertible
 from keras_hyperbolic.layers.residual import ResidualFunction  # noqa: F401
 from keras_hyperbolic.layers.additive_coupling import AdditiveCoupling  # noqa: F401
 from keras_hyperbolic.layers.hyperbolic_block import HyperbolicBlock  # noqa: F401
+from keras_hyperbolic.layers.affine_coupling import AffineCoupling  # noqa: F401
+from keras_hyperbolic.layers.invertible_conv import (  # noqa: F401
+    InvertibleConv1D,
+    InvertibleConv2D,
+    InvertibleConv3D,
+)
+from keras_hyperbolic.layers.invertible_1x1_conv import Invertible1x1Conv  # noqa: F401
+from keras_hyperbolic.layers.sneaky_relu import SneakyReLU  # noqa: F401
 from keras_hyperbolic.layers.pooling import (  # noqa: F401
     OrthogonalPooling1D,
     OrthogonalPooling2D,

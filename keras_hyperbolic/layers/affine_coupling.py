@@ -1,0 +1,236 @@
+"""Affine (RealNVP / Glow) coupling: `y1 = x1`, `y2 = x2 * exp(s(x1)) + t(x1)`."""
+
+import math
+import numbers
+
+import keras
+import tensorflow as tf
+
+from keras_hyperbolic.layers.additive_coupling import (
+    assemble_gradients,
+    check_function,
+    check_splittable_shape,
+    serialize_activation,
+    split_halves,
+)
+from keras_hyperbolic.layers.invertible import InvertibleLayer
+from keras_hyperbolic.layers.residual import ResidualFunction, check_normalization
+from keras_hyperbolic.validation import check_positive_int, check_rank, invalid
+
+
+@keras.saving.register_keras_serializable(package="keras_hyperbolic")
+class AffineCoupling(InvertibleLayer):
+    """Affine coupling block of RealNVP / Glow, rank-generic.
+
+    Splits the channels into `[x1 | x2]`; a network of `x1` outputs `2C`
+    channels `[raw | t]` and
+
+        s = scale_bound * tanh(raw / scale_bound),
+        y1 = x1,   y2 = x2 * exp(s) + t.
+
+    The soft clamp keeps `|s| < scale_bound` (no overflowing `exp`) while
+    `s ~ raw` for small values, so `zero_init=True` gives exactly the identity.
+    The inverse is `x2 = (y2 - t) * exp(-s)` and
+    `log|det| = sum(s)` over all non-batch axes. Only the second half changes:
+    alternate with a channel permutation (e.g. `Invertible1x1Conv`) in a flow.
+
+    The network computes in the compute dtype (float16 under `mixed_float16`);
+    `s` and `t` are cast to the stream dtype (float32) before the affine map.
+    `backward` is fused: the network's evaluation on `y1 = x1` made while
+    inverting is reused for the gradient. It accepts an optional `dlog_det`
+    `(batch,)`, the gradient of the loss with respect to `log_det_jacobian`,
+    for flows trained with the memory-efficient engine.
+
+    Random layers (`Dropout`) inside the network cannot be re-evaluated
+    identically during inversion; the engine refuses them.
+
+    Args:
+        rank: number of spatial axes, 1, 2 or 3.
+        hidden_channels: hidden channels of the built-in network; `None`
+            (default) uses the channels of one half.
+        kernel_size: kernel size of the built-in network.
+        normalization: "batch", "layer", "instance" or "none" (built-in network).
+        activation: Keras activation name or callable (built-in network).
+        zero_init: start the built-in network at zero (identity block).
+        scale_bound: positive bound of `|s|` (default 2.0).
+        network: optional Keras layer mapping `(..., C)` to `(..., 2C)`
+            (`[raw | t]`), used instead of the built-in `ResidualFunction`.
+        **kwargs: base `Layer` arguments.
+
+    Input shape:
+        `(batch, *spatial, 2C)` with `rank` spatial axes.
+
+    Output shape:
+        Same as the input.
+
+    Raises:
+        ValueError: odd or unknown channel count, wrong input rank, invalid `scale_bound`.
+
+    Example:
+    >>> block = AffineCoupling(rank=2)
+    >>> x = np.random.rand(2, 8, 8, 4).astype("float32")
+    >>> np.allclose(block.inverse(block(x)), x, atol=1e-5)
+    True
+
+    Reference: Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real
+    NVP" (2017); Kingma & Dhariwal, "Glow" (2018).
+    """
+
+    def __init__(
+        self,
+        rank,
+        hidden_channels=None,
+        kernel_size=3,
+        normalization="batch",
+        activation="relu",
+        zero_init=False,
+        scale_bound=2.0,
+        network=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.rank = check_rank(rank)
+        self.hidden_channels = (
+            None
+            if hidden_channels is None
+            else check_positive_int(hidden_channels, "hidden_channels")
+        )
+        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
+        self.normalization = check_normalization(normalization)
+        try:
+            keras.activations.get(activation)
+        except (ValueError, TypeError):
+            raise invalid("activation", activation, "a Keras activation name or callable")
+        self.activation = activation
+        self.zero_init = bool(zero_init)
+        if (
+            isinstance(scale_bound, bool)
+            or not isinstance(scale_bound, numbers.Real)
+            or not math.isfinite(scale_bound)
+            or not scale_bound > 0
+        ):
+            raise invalid("scale_bound", scale_bound, "a positive, finite number")
+        self.scale_bound = float(scale_bound)
+        self._user_network = check_function(network, "network")
+        self.network = self._user_network
+
+    def build(self, input_shape):
+        input_shape = check_splittable_shape(self, input_shape, self.rank)
+        half = input_shape[-1] // 2
+        half_shape = input_shape[:-1] + (half,)
+        if self.network is None:
+            self.network = ResidualFunction(
+                rank=self.rank,
+                filters=2 * half,
+                hidden_channels=self.hidden_channels,
+                kernel_size=self.kernel_size,
+                normalization=self.normalization,
+                activation=self.activation,
+                zero_init=self.zero_init,
+                dtype=self.dtype_policy,
+                name="network",
+            )
+        else:
+            try:
+                out_shape = tuple(self.network.compute_output_shape(half_shape))
+            except NotImplementedError:
+                out_shape = None
+            if out_shape is not None and tuple(out_shape[1:]) != half_shape[1:-1] + (2 * half,):
+                raise ValueError(
+                    f"Invalid value for argument `network` of AffineCoupling: it must map "
+                    f"a half of shape {half_shape} to {half_shape[:-1] + (2 * half,)}. "
+                    f"Received: network with output shape {out_shape}"
+                )
+        if not self.network.built:
+            self.network.build(half_shape)
+
+    def _scale_shift(self, x1, training):
+        """(s, t) in x1's dtype from the network's `[raw | t]`."""
+        out = tf.cast(self.network(x1, training=training), x1.dtype)
+        raw, shift = split_halves(out)
+        bound = self.scale_bound
+        return bound * tf.tanh(raw / bound), shift
+
+    def _log_det(self, s):
+        return tf.reduce_sum(tf.reshape(s, (tf.shape(s)[0], -1)), axis=-1)
+
+    def call(self, x, training=None):
+        x1, x2 = split_halves(x)
+        s, t = self._scale_shift(x1, training)
+        return tf.concat([x1, x2 * tf.exp(s) + t], axis=-1)
+
+    def forward_and_log_det(self, x, training=None):
+        x = tf.convert_to_tensor(x)
+        if not self.built:
+            self.build(x.shape)
+        x = tf.cast(x, self.input_dtype)
+        x1, x2 = split_halves(x)
+        s, t = self._scale_shift(x1, training)
+        return tf.concat([x1, x2 * tf.exp(s) + t], axis=-1), self._log_det(s)
+
+    def inverse(self, y, training=None):
+        self.build_for_inverse(y.shape)
+        y = tf.convert_to_tensor(y)
+        y1, y2 = split_halves(y)
+        s, t = self._scale_shift(y1, training)
+        return tf.concat([y1, (y2 - t) * tf.exp(-s)], axis=-1)
+
+    def log_det_jacobian(self, x, training=None):
+        x = tf.convert_to_tensor(x)
+        s, _ = self._scale_shift(split_halves(x)[0], training)
+        return self._log_det(s)
+
+    def backward(self, y, dy, training=None, dlog_det=None):
+        # y2 = x2 e^s + t: dx2 = dy2 e^s, ds = dy2 (y2 - t) (+ dlog_det), dt = dy2,
+        # dx1 = dy1 + (network's VJP at y1 = x1).
+        y = tf.convert_to_tensor(y)
+        dy = tf.cast(dy, y.dtype)
+        y1, y2 = split_halves(y)
+        dy1, dy2 = split_halves(dy)
+        variables = list(self.trainable_variables)
+        net_vars = list(self.network.trainable_variables)
+        with tf.GradientTape() as tape:
+            tape.watch(y1)
+            s, t = self._scale_shift(y1, training)
+        scale = tf.exp(s)
+        shifted = y2 - t
+        x2 = tf.stop_gradient(shifted / scale)
+        ds = dy2 * shifted
+        if dlog_det is not None:
+            dlog_det = tf.cast(dlog_det, y.dtype)
+            ds = ds + tf.reshape(dlog_det, [-1] + [1] * (len(y.shape) - 1))
+        grads = tape.gradient(
+            [s, t],
+            [y1] + net_vars,
+            output_gradients=[ds, dy2],
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+        dx = tf.concat([dy1 + grads[0], dy2 * scale], axis=-1)
+        x = tf.stop_gradient(tf.concat([y1, x2], axis=-1))
+        return x, dx, assemble_gradients(variables, [(net_vars, grads[1:])])
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            rank=self.rank,
+            hidden_channels=self.hidden_channels,
+            kernel_size=self.kernel_size,
+            normalization=self.normalization,
+            activation=serialize_activation(self.activation),
+            zero_init=self.zero_init,
+            scale_bound=self.scale_bound,
+            network=None
+            if self._user_network is None
+            else keras.saving.serialize_keras_object(self._user_network),
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("network") is not None:
+            config["network"] = keras.saving.deserialize_keras_object(config["network"])
+        return cls(**config)
