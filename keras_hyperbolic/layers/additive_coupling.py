@@ -4,7 +4,11 @@ import keras
 import tensorflow as tf
 
 from keras_hyperbolic.layers.invertible import InvertibleLayer
-from keras_hyperbolic.layers.residual import ResidualFunction, check_normalization
+from keras_hyperbolic.layers.residual import (
+    ResidualFunction,
+    check_init_scale,
+    check_normalization,
+)
 from keras_hyperbolic.validation import check_positive_int, check_rank, invalid
 
 
@@ -104,6 +108,8 @@ class AdditiveCoupling(InvertibleLayer):
         kernel_size: kernel size of the built-in functions.
         normalization: "batch", "layer", "instance" or "none" (built-in functions).
         activation: Keras activation name or callable (built-in functions).
+        init_scale: factor on the built-in functions' last initial kernel
+            (default 0.1, see `ResidualFunction`).
         zero_init: start the built-in functions at zero (their last
             convolution is zero), so the block is the identity at initialisation.
         f: optional Keras layer used as `F` (serialised with the block).
@@ -141,6 +147,7 @@ class AdditiveCoupling(InvertibleLayer):
         normalization="batch",
         activation="relu",
         zero_init=False,
+        init_scale=0.1,
         f=None,
         g=None,
         use_g=True,
@@ -161,6 +168,7 @@ class AdditiveCoupling(InvertibleLayer):
             raise invalid("activation", activation, "a Keras activation name or callable")
         self.activation = activation
         self.zero_init = bool(zero_init)
+        self.init_scale = check_init_scale(init_scale)
         self.use_g = bool(use_g)
         self._user_f = check_function(f, "f")
         self._user_g = check_function(g, "g")
@@ -181,6 +189,7 @@ class AdditiveCoupling(InvertibleLayer):
             normalization=self.normalization,
             activation=self.activation,
             zero_init=self.zero_init,
+            init_scale=self.init_scale,
             dtype=self.dtype_policy,
             name=name,
         )
@@ -271,6 +280,7 @@ class AdditiveCoupling(InvertibleLayer):
             normalization=self.normalization,
             activation=serialize_activation(self.activation),
             zero_init=self.zero_init,
+            init_scale=self.init_scale,
             f=None if self._user_f is None else keras.saving.serialize_keras_object(self._user_f),
             g=None if self._user_g is None else keras.saving.serialize_keras_object(self._user_g),
             use_g=self.use_g,

@@ -14,7 +14,11 @@ from keras_hyperbolic.layers.additive_coupling import (
     split_halves,
 )
 from keras_hyperbolic.layers.invertible import InvertibleLayer
-from keras_hyperbolic.layers.residual import ResidualFunction, check_normalization
+from keras_hyperbolic.layers.residual import (
+    ResidualFunction,
+    check_init_scale,
+    check_normalization,
+)
 from keras_hyperbolic.validation import check_positive_int, check_rank, invalid
 
 
@@ -51,6 +55,8 @@ class AffineCoupling(InvertibleLayer):
         kernel_size: kernel size of the built-in network.
         normalization: "batch", "layer", "instance" or "none" (built-in network).
         activation: Keras activation name or callable (built-in network).
+        init_scale: factor on the built-in functions' last initial kernel
+            (default 0.1, see `ResidualFunction`).
         zero_init: start the built-in network at zero (identity block).
         scale_bound: positive bound of `|s|` (default 2.0).
         network: optional Keras layer mapping `(..., C)` to `(..., 2C)`
@@ -84,6 +90,7 @@ class AffineCoupling(InvertibleLayer):
         normalization="batch",
         activation="relu",
         zero_init=False,
+        init_scale=0.1,
         scale_bound=2.0,
         network=None,
         **kwargs,
@@ -103,6 +110,7 @@ class AffineCoupling(InvertibleLayer):
             raise invalid("activation", activation, "a Keras activation name or callable")
         self.activation = activation
         self.zero_init = bool(zero_init)
+        self.init_scale = check_init_scale(init_scale)
         if (
             isinstance(scale_bound, bool)
             or not isinstance(scale_bound, numbers.Real)
@@ -127,6 +135,7 @@ class AffineCoupling(InvertibleLayer):
                 normalization=self.normalization,
                 activation=self.activation,
                 zero_init=self.zero_init,
+                init_scale=self.init_scale,
                 dtype=self.dtype_policy,
                 name="network",
             )
@@ -177,6 +186,8 @@ class AffineCoupling(InvertibleLayer):
 
     def log_det_jacobian(self, x, training=None):
         x = tf.convert_to_tensor(x)
+        if not self.built:
+            self.build(x.shape)
         s, _ = self._scale_shift(split_halves(x)[0], training)
         return self._log_det(s)
 
@@ -221,6 +232,7 @@ class AffineCoupling(InvertibleLayer):
             normalization=self.normalization,
             activation=serialize_activation(self.activation),
             zero_init=self.zero_init,
+            init_scale=self.init_scale,
             scale_bound=self.scale_bound,
             network=None
             if self._user_network is None

@@ -52,7 +52,10 @@ class HyperbolicBlock(InvertibleLayer):
     (`|r| = 1`) exactly when `h**2 * mu_max <= 4`, i.e. `h * ||D^(1/2) K|| <= 2`.
     With kernels of norm about 1, `h <= 1` is safe; the paper trains with
     `h = 0.01`. The default `0.1` keeps a freshly initialised block close to
-    the identity shift while letting `f` act.
+    the identity shift while letting `f` act. Start a network's pair at
+    `[Y, Y]` (zero velocity): a pair of unrelated halves has a velocity
+    `Y_cur - Y_prev` of the size of `Y` and the state then grows linearly with
+    depth, as the leapfrog integrates it.
 
     Normalisation: the paper mentions batch normalisation (without bias);
     the default here is "layer" (each example normalised over its spatial

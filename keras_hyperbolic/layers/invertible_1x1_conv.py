@@ -122,6 +122,8 @@ class Invertible1x1Conv(InvertibleLayer):
 
     def log_det_jacobian(self, x, training=None):
         x = tf.convert_to_tensor(x)
+        if not self.built:
+            self.build(x.shape)
         positions = tf.cast(tf.reduce_prod(tf.shape(x)[1:-1]), x.dtype)
         log_det = positions * tf.reduce_sum(tf.cast(self.log_scale, x.dtype))
         return tf.fill(tf.shape(x)[:1], log_det)

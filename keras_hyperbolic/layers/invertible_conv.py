@@ -129,6 +129,8 @@ class BaseInvertibleConv(InvertibleLayer):
 
     def log_det_jacobian(self, x, training=None):
         x = tf.convert_to_tensor(x)
+        if not self.built:
+            self.build(x.shape)
         log_det = fourier.circular_conv_log_det(tf.cast(self.kernel, x.dtype), self.spatial_shape)
         return tf.fill(tf.shape(x)[:1], log_det)
 

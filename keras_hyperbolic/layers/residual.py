@@ -1,5 +1,8 @@
 """The built-in residual function of the coupling blocks: conv -> norm -> act -> conv."""
 
+import math
+import numbers
+
 import keras
 
 from keras_hyperbolic.validation import (
@@ -44,6 +47,35 @@ def make_normalization(normalization, dtype, name, zero_gamma=False):
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
+class ScaledInitializer(keras.initializers.Initializer):
+    """`scale` times the values of another initializer."""
+
+    def __init__(self, initializer, scale):
+        self.initializer = keras.initializers.get(initializer)
+        self.scale = float(scale)
+
+    def __call__(self, shape, dtype=None):
+        return self.initializer(shape, dtype=dtype) * self.scale
+
+    def get_config(self):
+        return {
+            "initializer": keras.initializers.serialize(self.initializer),
+            "scale": self.scale,
+        }
+
+
+def check_init_scale(init_scale):
+    if (
+        isinstance(init_scale, bool)
+        or not isinstance(init_scale, numbers.Real)
+        or not math.isfinite(init_scale)
+        or init_scale < 0
+    ):
+        raise invalid("init_scale", init_scale, "a finite number >= 0")
+    return float(init_scale)
+
+
+@keras.saving.register_keras_serializable(package="keras_hyperbolic")
 class ResidualFunction(keras.layers.Layer):
     """Rank-generic residual function `conv -> normalisation -> activation -> conv`.
 
@@ -66,7 +98,13 @@ class ResidualFunction(keras.layers.Layer):
             coupling block using it starts as the identity (iUNet's option).
             Zeroing the last convolution rather than a normalisation's gamma
             makes the function exactly zero for every activation.
-        kernel_initializer: initializer of both convolution kernels.
+        init_scale: factor (>= 0) on the last convolution's initial kernel.
+            The default 0.1 gives the function a gain of about 0.15, so a deep
+            stack of couplings starts near (not at) the identity and stays
+            well conditioned: a 64-block `AdditiveCoupling` stack grows the
+            input's norm by about 2x instead of overflowing.
+        kernel_initializer: initializer of both convolution kernels (before
+            `init_scale` for the last one).
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
     Input shape:
@@ -93,6 +131,7 @@ class ResidualFunction(keras.layers.Layer):
         normalization="batch",
         activation="relu",
         zero_init=False,
+        init_scale=0.1,
         kernel_initializer="he_normal",
         **kwargs,
     ):
@@ -112,6 +151,7 @@ class ResidualFunction(keras.layers.Layer):
             raise invalid("activation", activation, "a Keras activation name or callable")
         self._activation_config = activation
         self.zero_init = bool(zero_init)
+        self.init_scale = check_init_scale(init_scale)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape):
@@ -137,7 +177,11 @@ class ResidualFunction(keras.layers.Layer):
             name="conv1",
         )
         self.norm = make_normalization(self.normalization, self.dtype_policy, "norm")
-        last_init = "zeros" if self.zero_init else self.kernel_initializer
+        last_init = (
+            "zeros"
+            if self.zero_init
+            else ScaledInitializer(self.kernel_initializer, self.init_scale)
+        )
         self.conv2 = conv(
             filters,
             self.kernel_size,
@@ -177,6 +221,7 @@ class ResidualFunction(keras.layers.Layer):
             normalization=self.normalization,
             activation=activation,
             zero_init=self.zero_init,
+            init_scale=self.init_scale,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config
