@@ -3,3 +3,4 @@
 from keras_hyperbolic.models.hyperbolic_segmenter import HyperbolicSegmenter  # noqa: F401
 from keras_hyperbolic.models.unet_baseline import BaselineUNet  # noqa: F401
 from keras_hyperbolic.models.presets import PRESETS, get_preset  # noqa: F401
+from keras_hyperbolic.models.invertible_unet import InvertibleUNet  # noqa: F401
