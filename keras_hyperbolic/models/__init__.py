@@ -4,3 +4,4 @@ from keras_hyperbolic.models.hyperbolic_segmenter import HyperbolicSegmenter  # 
 from keras_hyperbolic.models.unet_baseline import BaselineUNet  # noqa: F401
 from keras_hyperbolic.models.presets import PRESETS, get_preset  # noqa: F401
 from keras_hyperbolic.models.invertible_unet import InvertibleUNet  # noqa: F401
+from keras_hyperbolic.models.irevnet import IRevNet  # noqa: F401
