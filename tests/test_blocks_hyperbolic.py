@@ -1,0 +1,131 @@
+"""HyperbolicBlock: the leapfrog step on the pair state."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_hyperbolic.layers import HyperbolicBlock
+from layer_testing import (
+    autodiff_log_det,
+    backward_errors,
+    relative_error,
+    run_invertible_layer_test,
+)
+
+
+def pair(shape, seed=0, dtype="float32"):
+    """A `[Y, Y]` pair (zero velocity, how networks start the leapfrog)."""
+    half = np.random.default_rng(seed).standard_normal(shape[:-1] + (shape[-1] // 2,))
+    return np.concatenate([half, half], axis=-1).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "kwargs, shape, dtype",
+    [
+        ({"rank": 1, "normalization": "batch"}, (2, 7, 6), "float64"),
+        ({"rank": 2, "hidden_channels": 5}, (2, 5, 3, 6), "float32"),
+        ({"rank": 3, "normalization": "none", "kernel_size": 2}, (2, 3, 4, 2, 2), "float32"),
+    ],
+)
+def test_battery(kwargs, shape, dtype):
+    run_invertible_layer_test(HyperbolicBlock, kwargs, shape, dtype=dtype)
+
+
+def test_leapfrog_formula():
+    layer = HyperbolicBlock(rank=2, h=0.3, dtype="float64")
+    x = np.random.default_rng(1).standard_normal((2, 4, 5, 6))
+    y = layer(x).numpy()
+    y_prev, y_cur = x[..., :3], x[..., 3:]
+    np.testing.assert_array_equal(y[..., :3], y_cur)
+    f = layer._f(tf.constant(y_cur), None).numpy()
+    np.testing.assert_allclose(y[..., 3:], 2 * y_cur - y_prev + 0.09 * f, rtol=1e-12)
+
+
+def test_transpose_shares_the_kernel():
+    # Linear, no normalisation: f(Y) = -K^T K Y must be symmetric and negative
+    # semi-definite, which holds only if K^T is the exact adjoint of K.
+    layer = HyperbolicBlock(
+        rank=2, normalization="none", activation="linear", hidden_channels=4, dtype="float64"
+    )
+    rng = np.random.default_rng(2)
+    layer.build((None, 5, 6, 6))
+    assert [v.name for v in layer.trainable_variables] == ["kernel", "bias"]
+    a = tf.constant(rng.standard_normal((1, 5, 6, 3)))
+    b = tf.constant(rng.standard_normal((1, 5, 6, 3)))
+    fa, fb = layer._f(a, None), layer._f(b, None)
+    np.testing.assert_allclose(
+        float(tf.reduce_sum(b * fa)), float(tf.reduce_sum(a * fb)), rtol=1e-10
+    )
+    assert float(tf.reduce_sum(a * fa)) < 0
+
+
+@pytest.mark.parametrize("rank, shape", [(1, (2, 4, 4)), (2, (2, 3, 2, 4)), (3, (2, 2, 2, 2, 2))])
+def test_log_det_is_zero_and_sign_positive(rank, shape):
+    layer = HyperbolicBlock(rank=rank, h=0.7, dtype="float64")
+    x = np.random.default_rng(3).standard_normal(shape)
+    sign, log_det = autodiff_log_det(layer, x)
+    assert sign == 1.0
+    assert abs(log_det) <= 1e-4
+    np.testing.assert_array_equal(layer.log_det_jacobian(x).numpy(), [0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, shape",
+    [
+        ({"rank": 1, "normalization": "batch"}, (3, 6, 4)),
+        ({"rank": 2}, (2, 4, 3, 6)),
+        ({"rank": 3, "normalization": "instance"}, (2, 3, 2, 2, 2)),
+    ],
+)
+def test_fused_backward_matches_autodiff(kwargs, shape):
+    layer = HyperbolicBlock(h=0.5, **kwargs)
+    x = np.random.default_rng(4).standard_normal(shape).astype("float32")
+    errors = backward_errors(layer, x, training=True)
+    for kind in ("fused", "generic"):
+        assert errors[kind]["x"] <= 1e-5, errors
+        assert errors[kind]["dx"] <= 1e-5, errors
+        assert errors[kind]["variables"] <= 1e-5, errors
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-4), ("float64", 1e-10)])
+def test_64_block_stack_round_trip(dtype, tolerance):
+    blocks = [HyperbolicBlock(rank=2, dtype=dtype) for _ in range(64)]
+    x = tf.constant(pair((2, 6, 5, 4), seed=5), dtype=dtype)
+    y = x
+    for block in blocks:
+        y = block(y)
+    assert relative_error(y, x) > 1e-2
+    for block in reversed(blocks):
+        y = block.inverse(y)
+    assert relative_error(y, x) <= tolerance
+
+
+def test_mixed_float16_keeps_float32_stream():
+    keras.config.set_dtype_policy("mixed_float16")
+    layer = HyperbolicBlock(rank=2, h=0.5)
+    x = pair((2, 6, 6, 8), seed=6)
+    y = layer(x)
+    assert y.dtype == tf.float32
+    assert layer.kernel.dtype == "float32" and layer.compute_dtype == "float16"
+    # f runs in float16 on the exact Y_cur in both directions: float32 rounding only.
+    assert relative_error(layer.inverse(y), x) <= 1e-5
+
+
+@pytest.mark.parametrize("h", [0, -0.1, float("inf"), float("nan"), "0.1", True, None])
+def test_invalid_h(h):
+    with pytest.raises(ValueError, match="`h`"):
+        HyperbolicBlock(rank=2, h=h)
+
+
+def test_invalid_shapes_and_arguments():
+    with pytest.raises(ValueError, match=r"even.*\(2, 4, 4, 3\)"):
+        HyperbolicBlock(rank=2)(np.zeros((2, 4, 4, 3), "float32"))
+    with pytest.raises(ValueError, match="rank 3"):
+        HyperbolicBlock(rank=1)(np.zeros((2, 4, 4, 4), "float32"))
+    with pytest.raises(ValueError, match="rank"):
+        HyperbolicBlock(rank=4)
+    with pytest.raises(ValueError, match="kernel_size"):
+        HyperbolicBlock(rank=2, kernel_size=0)
+    with pytest.raises(ValueError, match="normalization"):
+        HyperbolicBlock(rank=2, normalization="weight")
