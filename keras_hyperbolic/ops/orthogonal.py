@@ -109,6 +109,26 @@ def _dims(x):
     return [s if s is not None else dynamic[i] for i, s in enumerate(static)]
 
 
+def _strided_conv(x, kernel, rank):
+    # Per-rank ops with an explicit data_format: the eager gradient of Conv3D made
+    # through `tf.nn.convolution` fails in TF 2.21 (its data_format attr is None).
+    if rank == 1:
+        return tf.nn.conv1d(x, kernel, stride=2, padding="VALID", data_format="NWC")
+    if rank == 2:
+        return tf.nn.conv2d(x, kernel, strides=2, padding="VALID", data_format="NHWC")
+    return tf.nn.conv3d(x, kernel, strides=[1, 2, 2, 2, 1], padding="VALID", data_format="NDHWC")
+
+
+def _strided_conv_transpose(y, kernel, output_shape, rank):
+    if rank == 1:
+        return tf.nn.conv1d_transpose(y, kernel, output_shape, 2, padding="VALID", data_format="NWC")
+    if rank == 2:
+        return tf.nn.conv2d_transpose(y, kernel, output_shape, 2, padding="VALID", data_format="NHWC")
+    return tf.nn.conv3d_transpose(
+        y, kernel, output_shape, [1, 2, 2, 2, 1], padding="VALID", data_format="NDHWC"
+    )
+
+
 def block_transform(x, matrix, rank):
     """Down-sampling block transform of `x` `(B, *spatial, C)` -> `(B, *spatial/2, s*C)`.
 
@@ -117,7 +137,7 @@ def block_transform(x, matrix, rank):
     channels = x.shape[-1]
     if channels <= DENSE_CONV_MAX_CHANNELS:
         kernel = block_kernel(matrix, channels, rank)
-        return tf.nn.convolution(x, kernel, strides=2, padding="VALID")
+        return _strided_conv(x, kernel, rank)
     s = 2**rank
     y = squeeze(x, rank)
     dims = _dims(y)
@@ -137,7 +157,7 @@ def inverse_block_transform(y, matrix, rank):
     if channels <= DENSE_CONV_MAX_CHANNELS:
         kernel = block_kernel(matrix, channels, rank)
         output_shape = tf.stack([dims[0]] + [2 * n for n in dims[1:-1]] + [channels])
-        return tf.nn.conv_transpose(y, kernel, output_shape, strides=2, padding="VALID")
+        return _strided_conv_transpose(y, kernel, output_shape, rank)
     z = tf.reshape(y, dims[:-1] + [s, channels])
     if matrix.shape.rank == 2:
         z = tf.einsum("tp,...tc->...pc", matrix, z)

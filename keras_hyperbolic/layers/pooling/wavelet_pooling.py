@@ -84,10 +84,15 @@ class BaseWaveletPooling(BaseInvertiblePooling):
 
     def _build_parameters(self, channels):
         if self.wavelet == "learnable":
-            angles = self._initial_angles
+            a, b = self._initial_angles
+            # Stored as (a + b, a - b): the detail filter has a vanishing moment
+            # iff a + b = pi/4, and the l1 of detail coefficients has a sharp
+            # valley there. In these coordinates per-coordinate optimizers (Adam)
+            # move along the valley at full speed instead of zig-zagging across it.
+            rotated = np.array([a + b, a - b])
 
             def initializer(shape, dtype=None):
-                return tf.constant(angles, dtype=dtype)
+                return tf.constant(rotated, dtype=dtype)
 
             self.angles = self.add_weight(
                 name="angles",
@@ -97,14 +102,19 @@ class BaseWaveletPooling(BaseInvertiblePooling):
                 autocast=False,  # keep float32 under mixed precision; cast in call
             )
 
+    def wavelet_angles(self, dtype=tf.float32):
+        """The current angles `(a, b)` of the learnable wavelet (scalar tensors)."""
+        rotated = tf.cast(self.angles, dtype)
+        return (rotated[0] + rotated[1]) / 2, (rotated[0] - rotated[1]) / 2
+
     def filters(self, dtype=tf.float32):
         """`(lo, hi)` 4-tap filters of the 4-tap wavelets, as tensors of `dtype`."""
         if self.wavelet == "db2":
             lo = tf.constant(wavelet_ops.DB2, dtype=dtype)
             return lo, wavelet_ops.high_pass(lo)
         if self.wavelet == "learnable":
-            angles = tf.cast(self.angles, dtype)
-            lo = wavelet_ops.coefficients_from_angles(angles[0], angles[1])
+            a, b = self.wavelet_angles(dtype)
+            lo = wavelet_ops.coefficients_from_angles(a, b)
             return lo, self.detail_sign * wavelet_ops.high_pass(lo)
         raise ValueError("Haar is a 2-tap block transform; it has no 4-tap filters.")
 
@@ -144,7 +154,9 @@ spatial axis 0. For `"haar"` and `"db2"` the coefficients equal
 `pywt.dwtn(x_c, wavelet, mode="periodization")` for every channel `x_c`.
 
 `"learnable"` is the 4-tap orthogonal wavelet of Lensink et al. (eq. 3.8a)
-with two trainable angles `(a, b)` per layer,
+with two trainable angles `(a, b)` per layer (the weight `angles` stores
+`(a + b, a - b)`: the detail filter has a vanishing moment iff `a + b = pi/4`,
+which these coordinates decouple from the rest of the family),
 `c = [cos a cos b, cos a sin b, -sin a sin b, sin a cos b]` (low-pass) and
 `g[k] = sign * (-1)**k c[3-k]` (high-pass), applied at offset -1 like db2; it is
 orthogonal for every value of the angles. `sign` is fixed (not trained): -1 for
