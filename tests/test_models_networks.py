@@ -1,0 +1,226 @@
+"""HyperbolicSegmenter, InvertibleUNet, IRevNet and BaselineUNet: save/load, inversion,
+memory-efficient gradients equal plain autodiff, one fit epoch, and the argument errors."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_hyperbolic.models import (
+    BaselineUNet,
+    HyperbolicSegmenter,
+    InvertibleUNet,
+    IRevNet,
+    get_preset,
+)
+
+
+def _segmenter(rank=2, **kwargs):
+    config = dict(num_classes=2, rank=rank, width=4, units=[(1, "down"), (1, "up"), (1, None)],
+                  h=0.5, hidden_channels=4)
+    config.update(kwargs)
+    return HyperbolicSegmenter(**config)
+
+
+MODELS = {
+    "segmenter_2d_haar": (lambda **kw: _segmenter(2, **kw), (2, 8, 8, 3)),
+    "segmenter_3d_learnable": (lambda **kw: _segmenter(3, pooling="learnable", **kw), (1, 4, 4, 4, 2)),
+    "segmenter_2d_orthogonal": (lambda **kw: _segmenter(2, pooling="orthogonal", **kw), (2, 8, 8, 3)),
+    "iunet_2d": (lambda **kw: InvertibleUNet(rank=2, channels=4, levels=2, blocks_per_level=1,
+                                             project_input=True, output_channels=2, **kw),
+                 (2, 8, 8, 3)),
+    "iunet_3d": (lambda **kw: InvertibleUNet(rank=3, channels=8, levels=2, blocks_per_level=1,
+                                             output_channels=2, **kw), (1, 4, 4, 4, 8)),
+    "irevnet_2d": (lambda **kw: IRevNet(num_classes=3, input_shape=(8, 8, 1), stages=(1, 1),
+                                        normalization="layer", **kw), (2, 8, 8, 1)),
+}
+
+
+def _perturb(model, seed=0):
+    # Move away from the identity initialisation so the checks are not trivial.
+    rng = np.random.default_rng(seed)
+    for v in model.trainable_variables:
+        v.assign(v.numpy() + 0.2 * rng.standard_normal(v.shape).astype("float32"))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_save_load_identical_predictions(name, tmp_path):
+    make, shape = MODELS[name]
+    model = make()
+    x = np.random.default_rng(1).random(shape).astype("float32")
+    model(x)
+    _perturb(model)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is type(model)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_memory_efficient_gradients_equal_plain(name):
+    make, shape = MODELS[name]
+    x = tf.constant(np.random.default_rng(2).random(shape).astype("float32"))
+    grads = {}
+    weights = None
+    for efficient in (True, False):
+        keras.utils.set_random_seed(3)
+        model = make(memory_efficient=efficient)
+        model(x)
+        if weights is None:
+            _perturb(model)
+            weights = [v.numpy() for v in model.weights]
+        else:
+            for v, w in zip(model.weights, weights):
+                v.assign(w)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(model(x, training=True)))
+        grads[efficient] = [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+    assert len(grads[True]) == len(grads[False]) > 0
+    for a, b in zip(grads[True], grads[False]):
+        scale = max(1.0, float(np.abs(b).max()))
+        np.testing.assert_allclose(a, b, atol=1e-5 * scale, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["segmenter_3d_learnable", "iunet_3d", "irevnet_2d"])
+def test_invertible_core_round_trip(name):
+    make, shape = MODELS[name]
+    model = make()
+    x = np.random.default_rng(4).random(shape).astype("float32")
+    model(x)
+    _perturb(model)
+    if isinstance(model, HyperbolicSegmenter):
+        pair = model.opened_pair(x)
+        rebuilt = model.hyperbolic.inverse(model.hyperbolic(pair))
+        reference = pair
+    elif isinstance(model, InvertibleUNet):
+        rebuilt, reference = model.inverse(model.forward_invertible(x)), x
+    else:
+        rebuilt, reference = model.inverse(model.features(x)), x
+    error = np.linalg.norm(rebuilt - reference) / np.linalg.norm(reference)
+    assert error <= 1e-4, error
+
+
+def test_iunet_starts_as_identity():
+    net = InvertibleUNet(rank=2, channels=8, levels=3, blocks_per_level=1)
+    x = np.random.default_rng(5).random((1, 16, 16, 8)).astype("float32")
+    np.testing.assert_allclose(net(x), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["segmenter_3d_learnable", "iunet_2d", "irevnet_2d"])
+def test_one_fit_epoch(name):
+    make, shape = MODELS[name]
+    model = make()
+    rng = np.random.default_rng(6)
+    x = rng.random(shape).astype("float32")
+    if isinstance(model, IRevNet):
+        y = rng.integers(0, 3, size=shape[0])
+    else:
+        y = rng.integers(0, 2, size=shape[:-1])
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [v.numpy().copy() for v in model.trainable_variables] if model.built else None
+    history = model.fit(x, y, epochs=1, batch_size=shape[0], verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    if before is not None:
+        assert any(not np.allclose(a, v.numpy()) for a, v in zip(before, model.trainable_variables))
+
+
+def test_unet_baseline_save_load_and_fit(tmp_path):
+    unet = BaselineUNet(num_classes=2, rank=3, filters=2, levels=1)
+    x = np.random.default_rng(7).random((1, 4, 4, 4, 2)).astype("float32")
+    y = (x[..., 0] > 0.5).astype("int32")
+    unet.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    unet.fit(x, y, epochs=1, verbose=0)
+    path = os.path.join(tmp_path, "unet.keras")
+    unet.save(path)
+    np.testing.assert_array_equal(unet.predict(x, verbose=0),
+                                  keras.models.load_model(path).predict(x, verbose=0))
+
+
+# === Argument errors ===
+
+
+def test_indivisible_input_size_names_size_and_multiple():
+    model = _segmenter(2, units=[(1, "down"), (1, "down"), (1, "up"), (1, "up")])
+    with pytest.raises(ValueError, match=r"size 10.*divisible by 4"):
+        model.build((None, 10, 8, 3))
+    with pytest.raises(ValueError, match=r"size 6.*divisible by 4"):
+        model(np.zeros((1, 8, 6, 3), "float32"))
+    with pytest.raises(ValueError, match=r"size 5.*divisible by 2"):
+        InvertibleUNet(rank=2, channels=4, levels=2).build((None, 5, 8, 4))
+    with pytest.raises(ValueError, match=r"size 12.*divisible by 8"):
+        IRevNet(num_classes=2, input_shape=(12, 16, 1), stages=(1, 1, 1))
+    with pytest.raises(ValueError, match=r"size 6.*divisible by 4"):
+        BaselineUNet(num_classes=2, rank=2, levels=2).build((None, 6, 8, 1))
+
+
+def test_input_pooling_levels_count_in_the_multiple():
+    model = HyperbolicSegmenter.from_preset("lensink_video", num_classes=2)
+    assert model.input_multiple == 4
+    with pytest.raises(ValueError, match=r"size 18.*divisible by 4"):
+        model.build((None, 16, 16, 18, 6))
+
+
+@pytest.mark.parametrize("num_classes", [0, -1, 1.5, True])
+def test_num_classes_below_one(num_classes):
+    with pytest.raises(ValueError, match="num_classes"):
+        _segmenter(num_classes=num_classes)
+    with pytest.raises(ValueError, match="num_classes"):
+        IRevNet(num_classes=num_classes, input_shape=(8, 8, 1), stages=(1,))
+    with pytest.raises(ValueError, match="num_classes"):
+        BaselineUNet(num_classes=num_classes)
+
+
+def test_unknown_pooling():
+    with pytest.raises(ValueError, match="pooling.*'max'"):
+        _segmenter(pooling="max")
+
+
+@pytest.mark.parametrize(
+    "units",
+    [
+        [(1, "down"), (1, None)],                      # down without up
+        [(1, "up"), (1, "down")],                      # up before any down
+        [(1, "down"), (1, "up"), (1, "up")],           # more ups
+        [(1, "sideways")],                             # unknown direction
+        [],                                            # empty
+        "down",
+    ],
+)
+def test_unbalanced_or_malformed_units(units):
+    with pytest.raises(ValueError, match="units"):
+        _segmenter(units=units)
+
+
+def test_units_balanced_by_input_pooling_levels():
+    model = _segmenter(2, units=[(1, "up"), (1, None)], input_pooling_levels=1)
+    assert model(np.zeros((1, 8, 8, 3), "float32")).shape == (1, 8, 8, 2)
+
+
+def test_iunet_channels_must_split():
+    with pytest.raises(ValueError, match="channels"):
+        InvertibleUNet(rank=3, channels=6, levels=2)  # 6 * 1/4 is not whole
+
+
+def test_presets_are_table_2():
+    for name in ("lensink_video", "lensink_hyperspectral"):
+        preset = get_preset(name)
+        config = preset["config"]
+        assert sum(n for n, _ in config["units"]) == 19
+        assert config["input_pooling_levels"] == 2 and config["kernel_size"] == 3
+        assert config["rank"] == 3 and config["pooling"] == "haar"
+    # Table 2 (video): 384 channels at 60x106x18, 48 at 120x212x36, 6 at full size.
+    model = HyperbolicSegmenter.from_preset("lensink_video", num_classes=2)
+    full = get_preset("lensink_video")["input_shape"]
+    shape = (1,) + full[:-1] + (model.width,)
+    for layer in model.input_pooling:
+        shape = tuple(layer.compute_output_shape(shape))
+    assert shape == (1, 60, 106, 18, 384)
+    pair = shape[:-1] + (2 * 384,)
+    assert tuple(model.hyperbolic.compute_output_shape(pair)) == (1, 240, 424, 72, 12)
+    with pytest.raises(ValueError, match="preset"):
+        get_preset("nope")
