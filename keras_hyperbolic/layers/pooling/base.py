@@ -111,7 +111,7 @@ class BaseInvertiblePooling(InvertibleLayer):
         self._check_coarse(tuple(x.shape), name)
         return self._up(x)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         return self._run(inputs, down=not self.upsample, name="inputs")
 
     def inverse(self, outputs, training=None):

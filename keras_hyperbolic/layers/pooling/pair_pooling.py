@@ -88,7 +88,7 @@ class PairPooling(InvertibleLayer):
         out_prev, out_cur = tf.split(out, 2, axis=0)
         return tf.concat([out_prev, out_cur], axis=-1)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         self._half(inputs.shape, "inputs")
         return self._apply(self.layer, inputs)
 
