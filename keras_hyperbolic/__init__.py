@@ -9,3 +9,4 @@ __version__ = "0.1.0"
 
 from keras_hyperbolic import layers  # noqa: F401  (registers serialisable layers)
 from keras_hyperbolic import reversible  # noqa: F401,E402
+from keras_hyperbolic import callbacks  # noqa: F401,E402

@@ -8,6 +8,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+# Two logical CPU devices, so tf.distribute.MirroredStrategy can be tested on
+# one machine. This must happen before TensorFlow initialises its runtime.
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+
 
 @pytest.fixture(autouse=True)
 def _fresh_state():
