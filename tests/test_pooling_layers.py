@@ -191,19 +191,34 @@ def test_inverse_before_call_builds_the_layer():
     np.testing.assert_allclose(layer(x).numpy(), y, atol=1e-5)
 
 
-@pytest.mark.parametrize("wavelet", ["haar", "db2", "learnable"])
-def test_unknown_spatial_sizes_in_a_functional_model(wavelet):
-    inputs = keras.Input(shape=(None, None, 3))
-    pool = layers.WaveletPooling2D(wavelet)
+@pytest.mark.parametrize(
+    "family,kwargs,rank",
+    [
+        ("wavelet", {"wavelet": "haar"}, 2),
+        ("wavelet", {"wavelet": "db2"}, 2),
+        ("wavelet", {"wavelet": "learnable"}, 3),
+        ("orthogonal", {"parametrization": "cayley"}, 1),
+        ("orthogonal", {"parametrization": "expm"}, 3),
+        ("pixel_shuffle", {}, 1),
+    ],
+)
+def test_unknown_spatial_sizes_in_a_functional_model(family, kwargs, rank):
+    pool_cls, unpool_cls = FAMILIES[family][0][rank], FAMILIES[family][1][rank]
+    inputs = keras.Input(shape=(None,) * rank + (3,))
+    pool = pool_cls(**kwargs)
     coarse = pool(inputs)
-    assert tuple(coarse.shape) == (None, None, None, 12)
-    model = keras.Model(inputs, layers.WaveletUnpooling2D(wavelet)(coarse))
-    for shape in [(1, 8, 6, 3), (3, 4, 10, 3)]:
+    assert tuple(coarse.shape) == (None,) * (rank + 1) + (3 * 2**rank,)
+    model = keras.Model(inputs, unpool_cls(**kwargs)(coarse))
+    for sizes in [(8, 6, 4), (4, 10, 2)]:
+        shape = (2,) + sizes[:rank] + (3,)
         x = np.random.default_rng(0).standard_normal(shape).astype("float32")
         assert model(x).shape == shape
-    traced = tf.function(pool, input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
+    traced = tf.function(pool, input_signature=[tf.TensorSpec((None,) * (rank + 1) + (3,), tf.float32)])
     with pytest.raises(tf.errors.InvalidArgumentError, match="divisible by 2"):
-        traced(tf.zeros((1, 7, 6, 3)))
+        traced(tf.zeros((1,) + (7, 6, 4)[:rank] + (3,)))
+    inverse = tf.function(pool.inverse, input_signature=[tf.TensorSpec((None,) * (rank + 1) + (3 * 2**rank,))])
+    y = pool(np.ones((1,) + (4, 6, 2)[:rank] + (3,), "float32"))
+    np.testing.assert_allclose(inverse(y).numpy(), 1.0, atol=1e-5)
 
 
 def test_pair_pooling_applies_the_same_operator_to_both_halves(tmp_path):
@@ -286,3 +301,28 @@ def test_bad_runtime_shapes_raise_before_work():
         layer.inverse(np.zeros((1, 2, 2, 8), "float32"))
     with pytest.raises(ValueError, match="spatial axis 2"):
         keras.Model(*(lambda i: (i, layers.WaveletPooling2D()(i)))(keras.Input((None, 5, 3))))
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_wide_orthogonal_pooling_uses_the_channelwise_path_correctly(rank):
+    # Above ops.orthogonal.DENSE_CONV_MAX_CHANNELS the block transform is a squeeze
+    # plus a per-channel einsum instead of one dense strided convolution.
+    from keras_hyperbolic.ops.orthogonal import DENSE_CONV_MAX_CHANNELS
+
+    channels = DENSE_CONV_MAX_CHANNELS + 5
+    x = np.random.default_rng(12).standard_normal(SHAPES[rank][:-1] + (channels,))
+    cls = FAMILIES["orthogonal"][0][rank]
+    np.testing.assert_allclose(cls(init="haar", dtype="float64")(x).numpy(), pywt_reference(x, "haar"), atol=1e-12)
+    layer = cls("cayley", init="random", dtype="float64")
+    y = layer(x)
+    coarse = tuple(y.shape[:-1])
+    # Channel c of the output subbands only depends on input channel c.
+    narrow = cls("cayley", init="random", dtype="float64")
+    narrow.build(x[..., :3].shape)
+    narrow.theta.assign(layer.theta[:3])
+    np.testing.assert_allclose(
+        narrow(x[..., :3]).numpy(),
+        y.numpy().reshape(coarse + (2**rank, channels))[..., :3].reshape(coarse + (-1,)),
+        atol=1e-12,
+    )
+    assert relative_error(layer.inverse(y), x) <= 1e-12

@@ -186,6 +186,8 @@ Example:
 >>> layer = keras_hyperbolic.layers.WaveletPooling{rank}D(wavelet="db2")
 >>> y = layer(x)                   # coarse, {s}x channels
 >>> x_again = layer.inverse(y)     # exact up to rounding
+
+Reference: Lensink, Peters, Haber, "Fully Hyperbolic Convolutional Neural Networks", Sec. 3.2-3.3.
 """
 
 _UNPOOLING_DOC = """Inverse periodic wavelet transform as an invertible unpooling ({rank}D).
@@ -229,8 +231,7 @@ def _doc(template, rank):
         spatial=", ".join(names),
         half=", ".join(f"{n} / 2" for n in names),
         double=", ".join(f"2 * {n}" for n in names),
-    ) + ("" if "Reference" in template else "\nReference: Lensink, Peters, Haber, "
-         "\"Fully Hyperbolic Convolutional Neural Networks\", Sec. 3.2-3.3.\n")
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
