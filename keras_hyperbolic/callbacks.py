@@ -4,7 +4,6 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_hyperbolic.reversible import ReversibleSequence
 from keras_hyperbolic.validation import check_choice, check_positive_float, check_positive_int
@@ -112,7 +111,7 @@ class InversionMonitor(keras.callbacks.Callback):
             self._epoch_max = max(self._epoch_max, worst) if np.isfinite(worst) else np.inf
         if self.verbose:
             formatted = ", ".join(f"{name}: {err:.3g}" for name, err in errors.items())
-            keras.utils.io_utils.print_msg(f"\nInversionMonitor step {self._step}: {formatted}")
+            print(f"\nInversionMonitor step {self._step}: {formatted}")
         drifting = {name: err for name, err in errors.items()
                     if not np.isfinite(err) or err > self.tolerance}
         if drifting:
@@ -134,7 +133,7 @@ class InversionMonitor(keras.callbacks.Callback):
         )
         if self.on_drift == "stop":
             self.model.stop_training = True
-            keras.utils.io_utils.print_msg("\n" + message + " Training stopped.")
+            print("\n" + message + " Training stopped.")
             return
         if self.on_drift == "fallback":
             stacks = {stack.name: stack for stack in reversible_stacks(self.model)}
