@@ -101,6 +101,7 @@ class HyperbolicBlock(InvertibleLayer):
     """
 
     is_constant_jacobian = True
+    is_volume_preserving = True
 
     def __init__(
         self,
@@ -190,7 +191,8 @@ class HyperbolicBlock(InvertibleLayer):
         x = tf.convert_to_tensor(x)
         return tf.zeros(tf.shape(x)[:1], dtype=x.dtype)
 
-    def backward(self, y, dy, training=None):
+    def backward(self, y, dy, training=None, dlog_det=None):
+        # The log-determinant is identically zero: `dlog_det` changes nothing.
         # Output (a, b) = (Y_cur, Y_next); input (Y_prev, Y_cur):
         # dY_prev = -db, dY_cur = da + 2 db + h^2 f'(Y_cur)^T db.
         y = tf.convert_to_tensor(y)

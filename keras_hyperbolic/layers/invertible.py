@@ -6,9 +6,11 @@ An `InvertibleLayer` is a Keras layer with
 - `inverse(y, training=None)`: `x = f^-1(y)`;
 - `log_det_jacobian(x, training=None)`: `log|det df/dx|` per example, shape `(batch,)`
   (zeros for volume-preserving layers such as the orthogonal poolings);
-- `backward(y, dy, training)`: used by the memory-efficient engine
-  (`keras_hyperbolic.reversible`). Given the layer's output `y` and the gradient
-  `dy` of the loss with respect to it, returns `(x, dx, variable_grads)`: the
+- `backward(y, dy, training, dlog_det=None)`: used by the memory-efficient
+  engine (`keras_hyperbolic.reversible`). Given the layer's output `y` and the
+  gradient `dy` of the loss with respect to it (and, for flows, the gradient
+  `dlog_det` of the loss with respect to the layer's log-determinant),
+  returns `(x, dx, variable_grads)`: the
   rebuilt input, the gradient with respect to it, and the gradients with
   respect to `self.trainable_variables` (same order). The default rebuilds `x`
   by inversion and recomputes the forward pass under a tape; layers that can do
@@ -55,16 +57,20 @@ class InvertibleLayer(keras.layers.Layer):
         """`(call(x), log_det_jacobian(x))`; layers that get both cheaply override it."""
         return self(x, training=training), self.log_det_jacobian(x, training=training)
 
-    def backward(self, y, dy, training=None):
+    def backward(self, y, dy, training=None, dlog_det=None):
         x = tf.stop_gradient(self.inverse(y, training=training))
         variables = list(self.trainable_variables)
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y_rebuilt = self.call(x, training=training)
+            if dlog_det is None:
+                targets, target_grads = self.call(x, training=training), dy
+            else:
+                y_rebuilt, log_det = self.forward_and_log_det(x, training=training)
+                targets, target_grads = [y_rebuilt, log_det], [dy, dlog_det]
         grads = tape.gradient(
-            y_rebuilt,
+            targets,
             [x] + variables,
-            output_gradients=dy,
+            output_gradients=target_grads,
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
         )
         return x, grads[0], grads[1:]

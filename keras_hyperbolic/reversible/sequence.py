@@ -32,6 +32,17 @@ def _underlying(variable):
     return getattr(variable, "_value", variable)
 
 
+def _sum_by_variable(pairs):
+    """{id of the underlying variable: gradient}, summing over blocks that share a variable."""
+    by_variable = {}
+    for variable, grad in pairs:
+        key = id(_underlying(variable))
+        if grad is not None and by_variable.get(key) is not None:
+            grad = by_variable[key] + grad
+        by_variable[key] = grad if grad is not None else by_variable.get(key)
+    return by_variable
+
+
 def _random_sublayers(layer):
     """Sub-layers that draw random numbers when called (dropout, noise)."""
     found = []
@@ -170,21 +181,30 @@ class ReversibleSequence(InvertibleLayer):
         return log_det
 
     def forward_and_log_det(self, inputs, training=None):
-        outputs = tf.convert_to_tensor(inputs)
+        inputs = tf.convert_to_tensor(inputs)
+        if not self.built:
+            self.build(inputs.shape)
+        if self.memory_efficient:
+            return self._memory_efficient_call(inputs, training, with_log_det=True)
+        return self._forward_and_log_det(inputs, training)
+
+    def _forward_and_log_det(self, inputs, training):
+        outputs = inputs
         log_det = tf.zeros(tf.shape(outputs)[:1], dtype=self.variable_dtype)
         for layer in self.blocks:
             outputs, block_log_det = layer.forward_and_log_det(outputs, training=training)
             log_det = log_det + tf.cast(block_log_det, log_det.dtype)
         return outputs, log_det
 
-    def backward(self, outputs, grad_outputs, training=None):
+    def backward(self, outputs, grad_outputs, training=None, dlog_det=None):
         # A nested ReversibleSequence is one more block to the engine.
-        inputs, grad_inputs, grads = self._backward_through_blocks(
-            outputs, grad_outputs, training
+        inputs, grad_inputs, pairs = self._backward_through_blocks(
+            outputs, grad_outputs, training, dlog_det
         )
-        variables = self.trainable_variables
-        by_variable = {id(_underlying(v)): g for v, g in grads}
-        return inputs, grad_inputs, [by_variable.get(id(_underlying(v))) for v in variables]
+        by_variable = _sum_by_variable(pairs)
+        return inputs, grad_inputs, [
+            by_variable.get(id(_underlying(v))) for v in self.trainable_variables
+        ]
 
     def reconstruction_error(self, inputs, training=False):
         """`||inverse(call(x)) - x|| / ||x||` in float64: how far inversion has drifted."""
@@ -195,7 +215,7 @@ class ReversibleSequence(InvertibleLayer):
 
     # === The engine ===
 
-    def _backward_through_blocks(self, outputs, grad_outputs, training):
+    def _backward_through_blocks(self, outputs, grad_outputs, training, dlog_det=None):
         """Walks the blocks from the top; returns (x, dx, [(variable, grad), ...])."""
         pairs = []
         waits_for = [grad_outputs]
@@ -205,41 +225,46 @@ class ReversibleSequence(InvertibleLayer):
             # whole inverse chain early and holds every rebuilt tensor).
             with tf.control_dependencies(waits_for):
                 outputs = tf.identity(outputs)
+            # The total log-det is the sum of the blocks': each block gets the
+            # same incoming gradient. Blocks with log-det == 0 ignore it.
+            extra = {}
+            if dlog_det is not None and not layer.is_volume_preserving:
+                extra["dlog_det"] = dlog_det
             # Moving statistics were updated by the forward pass; the rebuild
             # must not update them again.
             with keras.StatelessScope():
                 inputs, grad_inputs, grads = layer.backward(
-                    outputs, grad_outputs, training=training
+                    outputs, grad_outputs, training=training, **extra
                 )
             pairs.extend(zip(layer.trainable_variables, grads))
             waits_for = [grad_inputs] + [g for g in grads if g is not None]
             outputs, grad_outputs = inputs, grad_inputs
         return outputs, grad_outputs, pairs
 
-    def _memory_efficient_call(self, inputs, training):
-        blocks = self.blocks
-
+    def _memory_efficient_call(self, inputs, training, with_log_det=False):
         # `training` is closed over: inside tf.function a custom_gradient
         # function cannot take keyword arguments.
         @tf.custom_gradient
         def reversible_stack(stack_inputs):
-            outputs = stack_inputs
-            for layer in blocks:
-                outputs = layer(outputs, training=training)
+            if with_log_det:
+                outputs, log_det = self._forward_and_log_det(stack_inputs, training)
+            else:
+                outputs = stack_inputs
+                for layer in self.blocks:
+                    outputs = layer(outputs, training=training)
 
-            def grad_fn(grad_outputs, variables=None):
+            def grad_fn(*grad_results, variables=None):
+                grad_outputs = grad_results[0]
+                grad_log_det = grad_results[1] if with_log_det else None
                 _, grad_inputs, pairs = self._backward_through_blocks(
-                    outputs, grad_outputs, training
+                    outputs, grad_outputs, training, grad_log_det
                 )
-                by_variable = {}
-                for variable, grad in pairs:
-                    key = id(_underlying(variable))
-                    if grad is not None and key in by_variable and by_variable[key] is not None:
-                        grad = by_variable[key] + grad  # a variable shared by blocks
-                    by_variable[key] = grad
+                by_variable = _sum_by_variable(pairs)
                 grad_variables = [by_variable.get(id(v)) for v in (variables or [])]
                 return grad_inputs, grad_variables
 
+            if with_log_det:
+                return (outputs, log_det), grad_fn
             return outputs, grad_fn
 
         return reversible_stack(inputs)
