@@ -44,9 +44,10 @@ and in the script::
     fit_distributed(model, dataset, epochs=10, strategy=strategy,
                     checkpoint_dir="/shared/run1/ckpt")
 
-`checkpoint_dir` should be on storage every host can reach (the chief writes
-there; other workers write throw-away copies under `checkpoint_dir/worker_<i>`,
-because saving is a collective operation that every worker must join). The
+`checkpoint_dir` must be on storage every host can reach: the chief writes
+there, the other workers write throw-away copies (saving is a collective
+operation every worker must join) and delete them, and on restart every
+worker restores the chief's latest checkpoint. The
 dataset passed is the *global* batch: the strategy splits it across all
 replicas of all workers (auto-sharding by data; pass a `dataset_fn` to shard
 by file yourself). When a worker dies, the others fail or block in their next
@@ -230,18 +231,25 @@ def fit_distributed(
         state = _TrainingState()
     manager = None
     if checkpoint_dir is not None:
+        checkpoint_dir = os.fspath(checkpoint_dir)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, state=state)
-        # Saving is collective: every worker saves, only the chief's copy counts.
+        # Saving is collective: every worker saves, but only the chief's copy
+        # is kept; the others write to a scratch directory and delete it. All
+        # workers restore from the chief's, so they restart in the same state.
         directory = checkpoint_dir if chief else os.path.join(
-            checkpoint_dir, f"worker_{_worker_index(strategy)}"
+            checkpoint_dir, f".scratch_worker_{_worker_index(strategy)}"
         )
         manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=max_to_keep)
-        if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        latest = tf.train.latest_checkpoint(checkpoint_dir)
+        if latest:
+            checkpoint.restore(latest).assert_existing_objects_matched()
 
     def save():
-        if manager is not None:
-            manager.save(checkpoint_number=int(model.optimizer.iterations.numpy()))
+        if manager is None:
+            return
+        manager.save(checkpoint_number=int(model.optimizer.iterations.numpy()))
+        if not chief:
+            tf.io.gfile.rmtree(manager.directory)
 
     # === The step ===
     def make_step():
