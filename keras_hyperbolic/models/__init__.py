@@ -5,3 +5,5 @@ from keras_hyperbolic.models.unet_baseline import BaselineUNet  # noqa: F401
 from keras_hyperbolic.models.presets import PRESETS, get_preset  # noqa: F401
 from keras_hyperbolic.models.invertible_unet import InvertibleUNet  # noqa: F401
 from keras_hyperbolic.models.irevnet import IRevNet  # noqa: F401
+from keras_hyperbolic.models.hyperbolic_vae import HyperbolicVAE  # noqa: F401
+from keras_hyperbolic.models.conv_flow import ConvFlow  # noqa: F401
