@@ -135,45 +135,62 @@ def export_saved_model(
         warmup.serving_apis()
 
     endpoints = model_endpoints(model, input_shape=input_shape)
-    with plain_autodiff(model):
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        concrete = {}
-        for endpoint_name, endpoint in endpoints.items():
-            function = archive.add_endpoint(
-                endpoint_name, endpoint.function, input_signature=endpoint.input_specs
-            )
-            concrete[endpoint_name] = function.get_concrete_function(*endpoint.input_specs)
-
-        os.makedirs(model_dir, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
-        try:
-            archive.write_out(staging, verbose=False)
-            if warmup_requests:
-                warmup.write_warmup_requests(staging, name, endpoints)
-            metadata = {
-                "family": model_family(model),
-                "model": keras.saving.serialize_keras_object(model),
-                "signatures": _describe(endpoints, concrete),
-                "keras_hyperbolic_version": _package_version(),
-                "tensorflow_version": tf.__version__,
-                "keras_version": keras.__version__,
-                "parameters": int(model.count_params()),
-            }
-            extra = os.path.join(staging, warmup.ASSETS_EXTRA)
-            os.makedirs(extra, exist_ok=True)
-            with open(os.path.join(extra, METADATA_FILE), "w") as handle:
-                json.dump(metadata, handle, indent=1, default=_json_default)
-            if os.path.exists(version_dir):
-                shutil.rmtree(version_dir)
-            os.rename(staging, version_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+    created = [d for d in (base_dir, model_dir) if not os.path.exists(d)]
+    os.makedirs(model_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
+    try:
+        concrete = write_signatures(model, endpoints, staging)
+        if warmup_requests:
+            warmup.write_warmup_requests(staging, name, endpoints)
+        metadata = {
+            "family": model_family(model),
+            "model": keras.saving.serialize_keras_object(model),
+            "signatures": _describe(endpoints, concrete),
+            "keras_hyperbolic_version": _package_version(),
+            "tensorflow_version": tf.__version__,
+            "keras_version": keras.__version__,
+            "parameters": int(model.count_params()),
+        }
+        extra = os.path.join(staging, warmup.ASSETS_EXTRA)
+        os.makedirs(extra, exist_ok=True)
+        with open(os.path.join(extra, METADATA_FILE), "w") as handle:
+            json.dump(metadata, handle, indent=1, default=_json_default)
+        if os.path.exists(version_dir):
+            shutil.rmtree(version_dir)
+        os.rename(staging, version_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for directory in reversed(created):  # leave the disk as it was
+            if os.path.isdir(directory) and not os.listdir(directory):
+                os.rmdir(directory)
+        raise
     if write_config:
         serving_config.write_models_config(base_dir, [name], base_path_prefix)
         serving_config.write_batching_config(base_dir)
     return version_dir
+
+
+def write_signatures(model, endpoints, path):
+    """Writes a SavedModel of `endpoints` (the first also as `serving_default`) to `path`.
+
+    A bare `tf.Module` tracks the model's underlying `tf.Variable`s once and
+    one `tf.function` per endpoint, traced for inference with the reversible
+    stacks' custom gradient switched off. (Keras's `ExportArchive` stored
+    every variable twice, doubling the size of `variables/`.) Returns
+    `{name: concrete function}`.
+    """
+    module = tf.Module()
+    module.model_variables = [getattr(v, "_value", v) for v in model.variables]
+    concrete = {}
+    with plain_autodiff(model):
+        for name, endpoint in endpoints.items():
+            function = tf.function(endpoint.function, input_signature=endpoint.input_specs)
+            setattr(module, name, function)
+            concrete[name] = function.get_concrete_function()
+        signatures = dict(concrete)
+        signatures.setdefault("serving_default", next(iter(concrete.values())))
+        tf.saved_model.save(module, path, signatures=signatures)
+    return concrete
 
 
 def read_metadata(version_dir):

@@ -33,8 +33,8 @@ from keras_hyperbolic.export._inference import (
     built_input_shape,
     check_model,
     model_family,
-    plain_autodiff,
 )
+from keras_hyperbolic.export.saved_model import write_signatures
 from keras_hyperbolic.export.signatures import endpoints as model_endpoints
 
 QUANTIZATIONS = (None, "dynamic", "float16")
@@ -302,13 +302,8 @@ def export_tflite(model, path, signatures=None, input_shape=None, batch_size=1, 
 
     staging = tempfile.mkdtemp(prefix="keras_hyperbolic_tflite_")
     try:
-        with plain_autodiff(model), folded_poolings(model):
-            archive = keras.export.ExportArchive()
-            archive.track(model)
-            for name in names:
-                endpoint = available[name]
-                archive.add_endpoint(name, endpoint.function, input_signature=endpoint.input_specs)
-            archive.write_out(staging, verbose=False)
+        with folded_poolings(model):
+            write_signatures(model, {name: available[name] for name in names}, staging)
         converter = tf.lite.TFLiteConverter.from_saved_model(staging, signature_keys=list(names))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize is not None:
