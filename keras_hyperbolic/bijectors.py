@@ -192,5 +192,6 @@ class LayerBijector(tfp.bijectors.Bijector):
 
     def _inverse_log_det_jacobian(self, y):
         if self._invert:
-            return self._folded(lambda x: -self._ldj_layer(x), y)
+            # The bijector's inverse is the layer's call.
+            return self._folded(self._ldj_layer, y)
         return self._folded(lambda z: -self._ldj_layer(self._inverse_layer(z)), y)
