@@ -296,3 +296,25 @@ def test_bad_input_changes_nothing(exported, tmp_path):
     with pytest.raises(TypeError, match="keras.Model"):
         export_saved_model("model.keras", str(base), "seg")
     assert not base.exists()
+
+
+def test_flow_signatures_log_prob_and_sample(tmp_path):
+    from keras_hyperbolic.models import ConvFlow
+
+    flow = ConvFlow((8, 8, 1), levels=1, depth=1, num_bins=17)
+    _perturb(flow, 0.02)
+    path = export_saved_model(flow, str(tmp_path), "flow")
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {"log_prob", "sample", "serving_default"}
+    x = (np.random.default_rng(0).integers(0, 17, (3, 8, 8, 1)) / 17).astype(np.float32)
+    out = loaded.signatures["log_prob"](images=x)
+    expected = flow.log_prob(x).numpy()
+    np.testing.assert_allclose(out["log_prob"].numpy(), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(out["bits_per_dim"].numpy(),
+                               flow.bits_per_dim_of_density(expected), rtol=1e-5)
+    seeds = np.array([4, 9], dtype=np.int64)
+    z = tf.reshape(sample_latent(seeds, 64), (-1,) + flow.latent_shape)
+    np.testing.assert_allclose(loaded.signatures["sample"](seeds=seeds)["images"].numpy(),
+                               flow.inverse(z).numpy(), atol=1e-5)
+    for log in read_warmup_requests(path):
+        predict(loaded, log.predict_log.request)

@@ -204,11 +204,14 @@ def endpoints(model, input_shape=None, dynamic_spatial=True, batch_size=None):
     batch = batch_size or EXAMPLE_BATCH
     data_shape = tuple(int(s) for s in image.shape[1:])
     data_dim = int(np.prod(data_shape))
-    std = float(getattr(model, "temperature", 1.0))
+    std = 1.0  # standard normal base
 
     def log_prob(images):
         lp = model.log_prob(images, training=False)
-        bits = -lp / (data_dim * math.log(2.0))
+        if hasattr(model, "bits_per_dim_of_density"):  # discrete data: counts the bin width
+            bits = model.bits_per_dim_of_density(lp)
+        else:
+            bits = -lp / (data_dim * math.log(2.0))
         return {"log_prob": lp, "bits_per_dim": bits}
 
     def sample_flow(seeds):
