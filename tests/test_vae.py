@@ -1,0 +1,121 @@
+"""HyperbolicVAE: exact auto-encoder at P = I, pruning, save/load, bad input, and the PCA comparison."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_hyperbolic.models.hyperbolic_vae import HyperbolicVAE
+from keras_hyperbolic.ops import statistics
+
+
+def _tiny(**kwargs):
+    config = dict(levels=2, depth=1, hidden_channels=4)
+    config.update(kwargs)
+    return HyperbolicVAE((8, 8, 1), **config)
+
+
+def _perturb_network(model, seed=0, scale=0.1):
+    """Moves the reversible network's weights off their (zero) start."""
+    rng = np.random.default_rng(seed)
+    for variable in model.encoder_network.trainable_weights:
+        value = keras.ops.convert_to_numpy(variable)
+        variable.assign(value + scale * rng.standard_normal(value.shape).astype(value.dtype))
+
+
+@pytest.mark.parametrize("block", ["additive", "hyperbolic"])
+def test_identity_projection_is_an_exact_auto_encoder(block):
+    model = _tiny(block=block)
+    _perturb_network(model)
+    x = np.random.default_rng(1).standard_normal((4, 8, 8, 1)).astype("float32")
+    z = model.encode(x)
+    assert z.shape == (4, 64)
+    rebuilt = model.decode(z).numpy()
+    np.testing.assert_allclose(rebuilt, x, rtol=0, atol=1e-4)
+    # F is a nontrivial map (so the check above is not vacuous).
+    assert np.abs(model.features(x).numpy() - x.reshape(4, -1)).max() > 1e-2
+
+
+def test_prune_makes_p_rectangular_and_survives_save_load(tmp_path):
+    model = _tiny()
+    _perturb_network(model)
+    p = np.eye(64, dtype="float32")
+    p[:, 10:] *= 1e-4  # 10 strong columns, 54 weak ones
+    model.projection.assign(p)
+    kept = model.prune(1e-2)
+    np.testing.assert_array_equal(kept, np.arange(10))
+    assert model.latent_dim == 10 and tuple(model.projection.shape) == (64, 10)
+    assert len(model.trainable_weights) == len(model.encoder_network.trainable_weights) + 1
+    x = np.random.default_rng(2).standard_normal((3, 8, 8, 1)).astype("float32")
+    expected_z = model.encode(x).numpy()
+    expected = model.predict(x, verbose=0)
+    path = os.path.join(tmp_path, "vae.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.latent_dim == 10 and tuple(loaded.projection.shape) == (64, 10)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
+    np.testing.assert_array_equal(loaded.encode(x).numpy(), expected_z)
+    np.testing.assert_array_equal(loaded.sample(5, seed=3), model.sample(5, seed=3))
+    # A pruned model keeps training after compiling again.
+    loaded.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = loaded.fit(x, epochs=1, batch_size=3, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_sample_and_interpolate_shapes_and_endpoints():
+    model = _tiny()
+    _perturb_network(model)
+    x = np.random.default_rng(3).standard_normal((2, 8, 8, 1)).astype("float32")
+    samples = model.sample(6, seed=0)
+    assert samples.shape == (6, 8, 8, 1) and np.all(np.isfinite(samples))
+    path = model.interpolate(x[0], x[1], steps=5)
+    assert path.shape == (5, 8, 8, 1)
+    # With P = I the endpoints decode to the inputs themselves.
+    np.testing.assert_allclose(path[0], x[0], atol=1e-4)
+    np.testing.assert_allclose(path[-1], x[1], atol=1e-4)
+    batched = model.interpolate(x, x[::-1], steps=3)
+    assert batched.shape == (3, 2, 8, 8, 1)
+
+
+def test_bad_input_raises_with_the_values():
+    model = _tiny()
+    with pytest.raises(ValueError, match=r"latent_dim.*64.*Received: latent_dim=65"):
+        _tiny(latent_dim=65)
+    with pytest.raises(ValueError, match=r"Received: x.shape=\(2, 16, 16, 1\)"):
+        model.encode(np.zeros((2, 16, 16, 1), "float32"))
+    with pytest.raises(ValueError, match=r"input_shape"):
+        HyperbolicVAE((12, 12, 1), levels=3)
+    with pytest.raises(ValueError, match=r"threshold.*largest column norm 1.*Received: threshold=2"):
+        model.prune(2.0)
+    assert model.latent_dim == 64  # nothing changed by the refused prune
+    with pytest.raises(ValueError, match="gaussianity"):
+        _tiny(gaussianity="mmd")
+    with pytest.raises(ValueError, match="alpha"):
+        _tiny(alpha=-1.0)
+
+
+def test_energy_distance_and_group_norm():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((400, 3)).astype("float32")
+    b = rng.standard_normal((400, 3)).astype("float32")
+    shifted = b + 2.0
+    same = float(statistics.energy_distance(a, b))
+    different = float(statistics.energy_distance(a, shifted))
+    assert abs(same) < 0.05 and different > 1.0
+    p = np.array([[3.0, 0.0], [4.0, 1.0]], "float32")
+    np.testing.assert_allclose(float(statistics.group_norm(p)), 6.0, rtol=1e-5)
+    kl = float(statistics.diagonal_gaussian_kl(a))
+    assert 0 <= kl < 0.05
+
+
+@pytest.mark.parametrize("gaussianity", ["energy", "kl"])
+def test_fit_decreases_the_loss(gaussianity):
+    model = _tiny(alpha=0.05, beta=0.01, gaussianity=gaussianity)
+    x = np.random.default_rng(4).standard_normal((32, 8, 8, 1)).astype("float32")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(x, epochs=3, batch_size=16, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert set(history.history) >= {"loss", "reconstruction", "group_norm", "gaussianity"}
