@@ -141,3 +141,10 @@ def test_tflite_bad_input(tmp_path, vae):
     with pytest.raises(ValueError, match="does not exist"):
         export_tflite(vae, str(tmp_path / "missing" / "a.tflite"))
     assert os.listdir(tmp_path) == []
+
+
+def test_dynamic_quantization_of_3d_convolutions_says_it_did_nothing(tmp_path):
+    model = HyperbolicSegmenter.from_preset("tiny_3d", num_classes=2, width=8, hidden_channels=32)
+    model.build((None, 8, 8, 8, 2))
+    with pytest.warns(UserWarning, match="float16"):
+        export_tflite(model, str(tmp_path / "q.tflite"), quantize="dynamic")

@@ -24,6 +24,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -231,6 +232,13 @@ def tflite_ops(model_content):
     return sorted({op["op_name"] for op in interpreter._get_ops_details()})
 
 
+def _has_int8_weights(model_content):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=bytes(model_content))
+    return any(detail["dtype"] == np.int8 for detail in interpreter.get_tensor_details())
+
+
 def _check_builtin_only(ops, where):
     bad = [op for op in ops if op.startswith("Flex") or op.upper() in ("CUSTOM", "DELEGATE")]
     if bad:
@@ -314,6 +322,13 @@ def export_tflite(model, path, signatures=None, input_shape=None, batch_size=1, 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _check_builtin_only(tflite_ops(content), f"for {model.name!r}")
+    if quantize == "dynamic" and not _has_int8_weights(content):
+        warnings.warn(
+            f"Dynamic-range quantisation left every weight of {model.name!r} in float32: no op "
+            "of this model has an int8 hybrid kernel in LiteRT (CONV_3D and CONV_3D_TRANSPOSE "
+            "have none). Use quantize='float16' to halve the file instead.",
+            stacklevel=2,
+        )
     with open(path, "wb") as handle:
         handle.write(content)
     return path
