@@ -70,8 +70,10 @@ class Task:
     function: str  # a train function taking keyword arguments, or "main" (argv)
     model_file: str  # the .keras the example writes under its output directory
     serving_name: str  # the model's directory name when exported
-    epochs: str  # the keyword / flag --epochs maps to
+    epochs: str  # the keyword / flag(s) --epochs maps to (comma-separated flags)
     description: str
+    output_flag: str = "--output"
+    quick_flag: str = "--quick"  # empty when the example has no quick mode
 
 
 TASKS = {
@@ -87,8 +89,10 @@ TASKS = {
         "irevnet_digits.py", "main", "irevnet_digits.keras", "irevnet_digits", "epochs",
         "i-RevNet classifier on scikit-learn digits"),
     "vae-digits": Task(
-        "vae_digits.py", "train_vae_digits", "hyperbolic_vae.keras", "digits_vae", "epochs",
-        "HyperbolicVAE (nonlinear truncated SVD) on scikit-learn digits"),
+        "vae_digits.py", "main", "vae.keras", "digits_vae", "epochs-select,epochs-refine",
+        "HyperbolicVAE (nonlinear truncated SVD) on scikit-learn digits (--epochs: epochs of "
+        "each of its two stages, column selection and refinement)",
+        output_flag="--out", quick_flag=""),
     "flow-digits": Task(
         "flow_digits.py", "train_flow_digits", "conv_flow.keras", "digits_flow", "epochs",
         "ConvFlow normalising flow on scikit-learn digits"),
@@ -105,12 +109,22 @@ def _call_task(task, module, args):
                 f"examples/{task.script} defines neither {task.function}() nor main()."
             )
     if function is None or function.__name__ == "main":
-        argv = ["--output", args.output]
+        argv = [task.output_flag, args.output]
         if args.quick:
-            argv.append("--quick")
+            if not task.quick_flag:
+                raise CommandError(f"the task has no quick mode (examples/{task.script})")
+            argv.append(task.quick_flag)
         if args.epochs is not None:
-            argv += [f"--{task.epochs}", str(args.epochs)]
-        function(argv)
+            for flag in task.epochs.split(","):
+                argv += [f"--{flag}", str(args.epochs)]
+        if pyinspect.signature(function).parameters:
+            function(argv)
+        else:  # main() reads sys.argv
+            saved, sys.argv = sys.argv, [task.script] + argv
+            try:
+                function()
+            finally:
+                sys.argv = saved
         return args.output
     accepted = pyinspect.signature(function).parameters
     kwargs = {"output": args.output, "quick": args.quick, "verbose": 1, "seed": args.seed}
@@ -127,6 +141,8 @@ def _call_task(task, module, args):
 
 def cmd_train(args):
     task = TASKS[args.task]
+    if args.quick and not task.quick_flag and task.function == "main":
+        raise CommandError(f"the task {args.task} has no quick mode (examples/{task.script})")
     script = _repo_file("examples", task.script, what=f"`train {args.task}`")
     if args.epochs is not None and args.epochs < 1:
         raise CommandError(f"--epochs must be >= 1, got {args.epochs}")

@@ -172,3 +172,10 @@ def test_train_quick_task_and_export(tmp_path, capsys):
     version = os.path.join(served, "video_segmenter", "1")
     assert os.path.isfile(os.path.join(version, "saved_model.pb"))
     assert f"exported {os.path.join(output, 'hyperbolic_segmenter.keras')}" in out
+
+
+def test_task_without_quick_mode_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = _run(["train", "vae-digits", "--quick", "--output", "out"], capsys)
+    assert status == 2 and "no quick mode" in err
+    assert os.listdir(tmp_path) == []
