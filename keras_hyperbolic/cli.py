@@ -93,9 +93,14 @@ TASKS = {
         "HyperbolicVAE (nonlinear truncated SVD) on scikit-learn digits (--epochs: epochs of "
         "each of its two stages, column selection and refinement)",
         output_flag="--out", quick_flag=""),
+    "vae-faces": Task(
+        "vae_faces.py", "main", "vae.keras", "faces_vae", "epochs-select,epochs-refine",
+        "HyperbolicVAE on scikit-image's LFW face crops (--epochs: epochs of each stage)",
+        output_flag="--out", quick_flag=""),
     "flow-digits": Task(
-        "flow_digits.py", "train_flow_digits", "conv_flow.keras", "digits_flow", "epochs",
-        "ConvFlow normalising flow on scikit-learn digits"),
+        "flow_digits.py", "main", "flow.keras", "digits_flow", "epochs",
+        "ConvFlow normalising flow on scikit-learn digits (dequantised maximum likelihood)",
+        output_flag="--out", quick_flag=""),
 }
 
 
