@@ -145,7 +145,7 @@ def train_and_report(data, stats, args, name):
 
     # Stage 1: select columns of P with the group norm.
     model.compile(optimizer=keras.optimizers.Adam(args.lr))
-    model.fit(x_train, epochs=args.epochs_select, batch_size=args.batch_size, verbose=0,
+    model.fit(x_train, epochs=args.epochs_select, batch_size=args.batch_size, verbose=args.verbose,
               callbacks=[AlphaRamp(args.alpha, args.epochs_select)])
     norms = np.sort(model.column_norms())[::-1]
     threshold = args.threshold
@@ -154,7 +154,7 @@ def train_and_report(data, stats, args, name):
     kept = model.prune(threshold)
     k = len(kept)
     print(f"stage 1 ({args.epochs_select} epochs, alpha -> {args.alpha}): prune(threshold={threshold:.4g}) "
-          f"keeps {k} of {len(norms)} columns; largest norms {np.round(norms[:k + 2], 3).tolist()}")
+          f"keeps {k} of {len(norms)} columns; largest norms {' '.join(f'{n:.3f}' for n in norms[:k + 2])}")
     err_pruned = reconstruction_error(model, x_test)
 
     # Stage 2: refine the pruned model, with the Gaussianity penalty.
@@ -164,7 +164,7 @@ def train_and_report(data, stats, args, name):
     model.beta = args.beta
     model.projection_learning_rate = None
     model.compile(optimizer=keras.optimizers.Adam(args.lr))
-    model.fit(x_train, epochs=args.epochs_refine, batch_size=args.batch_size, verbose=0)
+    model.fit(x_train, epochs=args.epochs_refine, batch_size=args.batch_size, verbose=args.verbose)
     elapsed = time.time() - start
 
     err_vae = reconstruction_error(model, x_test)
@@ -213,13 +213,14 @@ def parser(defaults):
     p.add_argument("--alpha", type=float, default=defaults.get("alpha", 40.0))
     p.add_argument("--beta", type=float, default=1.0)
     p.add_argument("--p-lr", type=float, default=defaults.get("p_lr", 2.5e-4))
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--threshold", type=float, default=0.05)
     p.add_argument("--max-dims", type=int, default=defaults.get("max_dims", 16))
     p.add_argument("--epochs-select", type=int, default=defaults.get("epochs_select", 30))
     p.add_argument("--epochs-refine", type=int, default=defaults.get("epochs_refine", 40))
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity (2: one line per epoch)")
     p.add_argument("--out", default=defaults.get("out", "vae_digits_out"))
     return p
 
