@@ -7,6 +7,13 @@ kept, held-out reconstruction error against PCA with as many dimensions, normali
 statistics on 16 random directions, and PNGs of samples, interpolations and histograms.
 
     python examples/vae_faces.py --out vae_faces_out
+
+Measured (2-core CPU, defaults, about 1 minute): 32 dimensions kept; held-out error
+202 for the VAE against 160 for PCA with 32 dimensions. With 80 training images the
+97k-weight network overfits: the refinement stage lowers the training error but
+not the held-out one, and PCA wins here (smaller networks, longer selection and
+beta in {0.1, 1} were tried: 293-320 against 181 with 24 dimensions). The digits
+example (1438 training images) is where the VAE beats PCA.
 """
 
 import os
