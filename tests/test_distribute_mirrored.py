@@ -129,7 +129,17 @@ def _assert_trained(model, name):
 
 @pytest.fixture(scope="module")
 def mirrored():
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    return two_device_strategy()
+
+
+def two_device_strategy():
+    # Reduce-and-broadcast instead of the default collective all-reduce: every
+    # MirroredStrategy in a process numbers its collective instances from the
+    # same start, so a second strategy's ops can collide with a first one's
+    # ("Shape mismatch in the collective instance 100") when one pytest process
+    # runs several test files that each create strategies. Same sums, no keys.
+    return tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 _VAE_REASON = (

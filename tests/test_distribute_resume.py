@@ -129,7 +129,8 @@ def test_fit_distributed_argument_errors():
     with pytest.raises(ValueError, match="steps_per_epoch"):
         fit_distributed(model, _data().repeat(), verbose=0)
     # Built outside the strategy's scope.
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
     with pytest.raises(ValueError, match="strategy.scope"):
         fit_distributed(model, _data(), strategy=strategy, verbose=0)
 
