@@ -5,7 +5,6 @@ import os
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_hyperbolic.models.hyperbolic_vae import HyperbolicVAE
 from keras_hyperbolic.ops import statistics
