@@ -74,6 +74,24 @@ def assert_gradients_close(reference, candidate, rtol):
         assert error <= rtol, f"gradient {index}: relative error {error:.3g} > {rtol}"
 
 
+_STRATEGY = None
+
+
+def _mirrored():
+    """One MirroredStrategy per test module, reducing on one device.
+
+    Several collective-all-reduce MirroredStrategies in one process collide on
+    TensorFlow's collective instance keys ("Shape mismatch in the collective
+    instance"); ReductionToOneDevice computes the same sums without them.
+    """
+    global _STRATEGY
+    if _STRATEGY is None:
+        _STRATEGY = tf.distribute.MirroredStrategy(
+            ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+        )
+    return _STRATEGY
+
+
 KINDS = ["additive", "additive_layer_norm", "affine", "hyperbolic", "invertible_conv",
          "sneaky_relu", "one_by_one"]
 
@@ -124,7 +142,7 @@ def test_gradients_with_poolings_and_nested_stack():
 
 
 def test_gradients_under_mirrored_strategy():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = _mirrored()
     x = _input(2, batch=4)
     results = []
     for memory_efficient in (False, True):
@@ -156,7 +174,7 @@ def test_gradients_under_mirrored_strategy():
 
 
 def test_fit_under_mirrored_strategy_matches_plain():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = _mirrored()
     x = _input(2, batch=8).numpy()
     target = np.random.default_rng(1).standard_normal(x.shape).astype("float32")
     weights = []
