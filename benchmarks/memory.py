@@ -10,10 +10,13 @@ Workload (issue 3): a stack of `depth` AdditiveCoupling blocks on a batch of
   still grows with depth;
 - `reversible`: `ReversibleSequence(memory_efficient=True)`.
 
-Each (workload, mode, depth) runs in its own subprocess. Peak memory is read
-from TensorFlow's allocator statistics for CPU:0 (see keras_hyperbolic.profiling).
-Prints a table with ratios to plain autodiff measured in the same run, and
-writes JSON.
+Each (workload, mode, depth) runs in its own subprocess for its peak memory,
+read from TensorFlow's allocator statistics for CPU:0 (see
+keras_hyperbolic.profiling). Step times come from one more subprocess per
+(workload, depth) that builds all three modes and alternates them, repeat
+after repeat, so a machine whose load drifts slows every mode alike and the
+time ratios stay fair. Prints a table with ratios to plain autodiff measured
+in the same run, and writes JSON.
 
 Run:  python benchmarks/memory.py                       (2D, depths 4..64; ~10 min on 2 cores)
       python benchmarks/memory.py --workloads 3d --depths 4 16 64
@@ -78,9 +81,26 @@ def worker(args):
     from keras_hyperbolic.profiling import measure_step
 
     step = build_step(args.workload, args.mode, args.depth)
-    result = measure_step(step, repeats=args.repeats, warmup=1)
+    result = measure_step(step, repeats=1, warmup=1)
     result.update(workload=args.workload, mode=args.mode, depth=args.depth)
     print(json.dumps(result))
+
+
+def timing_worker(args):
+    """Median step time of every mode, the modes alternated within each repeat."""
+    import statistics
+    import time
+
+    steps = {mode: build_step(args.workload, mode, args.depth) for mode in args.modes}
+    for step in steps.values():
+        step()  # trace and warm up
+    times = {mode: [] for mode in steps}
+    for _ in range(args.repeats):
+        for mode, step in steps.items():
+            start = time.perf_counter()
+            step().numpy()
+            times[mode].append(time.perf_counter() - start)
+    print(json.dumps({mode: statistics.median(t) for mode, t in times.items()}))
 
 
 def main(argv=None):
@@ -92,12 +112,15 @@ def main(argv=None):
     parser.add_argument("--json", default="benchmark_memory.json", help="where to write results")
     parser.add_argument("--quick", action="store_true", help="tiny workload, depths 2 and 4")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--timing-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--depth", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.timing_worker:
+        return timing_worker(args)
     if args.quick:
         args.workloads, args.depths, args.repeats = ["quick"], [2, 4], 1
 
@@ -106,11 +129,16 @@ def main(argv=None):
     results = []
     for workload in args.workloads:
         for depth in args.depths:
+            times = run_worker(
+                [os.path.abspath(__file__), "--timing-worker", "--workload", workload,
+                 "--depth", str(depth), "--repeats", str(args.repeats), "--modes", *args.modes]
+            )
             for mode in args.modes:
                 result = run_worker(
                     [os.path.abspath(__file__), "--worker", "--workload", workload,
-                     "--mode", mode, "--depth", str(depth), "--repeats", str(args.repeats)]
+                     "--mode", mode, "--depth", str(depth)]
                 )
+                result["step_seconds"] = times[mode]
                 results.append(result)
                 print(
                     f"  measured {workload} {mode:>10} depth {depth:>3}: "
