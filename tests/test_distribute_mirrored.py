@@ -142,19 +142,6 @@ def two_device_strategy():
         ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
-_VAE_REASON = (
-    "HyperbolicVAE.compute_loss/train_step bypass Keras's per-replica loss scaling "
-    "(keras.src.losses.loss.scale_loss_for_distribution divides by num_replicas), so the "
-    "all-reduced (summed) network gradients are num_replicas times too large (measured: "
-    "updates 2x one device's); and `P` is updated by projection.assign_sub(lr * grad_p) "
-    "inside the replica with the un-reduced per-replica gradient. Fix in hyperbolic_vae.py: "
-    "scale the loss by 1/num_replicas_in_sync before tape.gradient (as Keras's compiled loss "
-    "does) and all-reduce grad_p (get_replica_context().all_reduce('SUM', ...)) before "
-    "assign_sub. The Gaussianity penalty (batch moments, energy-distance draws) is a "
-    "per-replica statistic as well: all-reduce its moments for exact equality."
-)
-
-
 _FLOW_REASON = (
     "ConvFlow.train_step bypasses Keras's per-replica loss scaling: its mean bits/dim is not "
     "divided by num_replicas_in_sync, so the summed gradients are num_replicas times too "
@@ -164,7 +151,7 @@ _FLOW_REASON = (
     "replica_id_in_sync_group into the seed); equality with one device then needs the same "
     "noise, e.g. a deterministic dequantisation option for tests."
 )
-_XFAIL = {"hyperbolic_vae": _VAE_REASON, "conv_flow": _FLOW_REASON}
+_XFAIL = {"conv_flow": _FLOW_REASON}
 
 
 @pytest.mark.parametrize(

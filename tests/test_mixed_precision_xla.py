@@ -7,8 +7,8 @@ HyperbolicSegmenter, InvertibleUNet and HyperbolicVAE.
   round-off), and a float16 rounding inside a block can flip when its input is rebuilt by
   inversion instead of stored (the reversible stream itself stays float32). `fit` then trains
   with Keras's LossScaleOptimizer, with finite losses and float32 weights.
-- Found bugs are xfail(strict) with the fix in the reason: HyperbolicVAE's projection under
-  mixed_float16, and expm orthogonal pooling (InvertibleUNet's default) under XLA.
+- Found bugs are xfail(strict) with the fix in the reason: expm orthogonal pooling
+  (InvertibleUNet's default) under XLA. (Fixed: HyperbolicVAE's projection under mixed_float16.)
 - jit_compile=True (XLA; `jit_compile="auto"` never turns XLA on for CPU, DESIGN.md): the
   XLA-compiled memory-efficient gradients equal eager plain autodiff within 1e-4 relative, and
   `fit(jit_compile=True)` gives the weights of `fit(jit_compile=False)` within 1e-4.
@@ -46,14 +46,6 @@ MODELS = {
 }
 
 
-_VAE_MIXED = (
-    "HyperbolicVAE under mixed_float16: encode() computes tf.matmul(features, self.projection) "
-    "where the features come out of the float32 reversible stream but `self.projection` is "
-    "autocast to float16 inside call -> 'MatMul ... expected float but is half'. Fix in "
-    "hyperbolic_vae.py: do the projection in float32, e.g. "
-    "tf.matmul(features, tf.cast(self.projection, features.dtype)) in encode and the same in "
-    "decode (z cast to float32 first), then cast the output to the compute dtype."
-)
 _EXPM_XLA = (
     "tf.linalg.expm's gradient is a while loop without maximum_iterations, which XLA cannot "
     "compile ('XLA compilation requires a fixed tensor list size'), so any model with "
@@ -133,8 +125,7 @@ def _fit(name, x, jit_compile, epochs=1):
     return model, history
 
 
-@pytest.mark.parametrize("name", [
-    _xfail(n, {"hyperbolic_vae": _VAE_MIXED}) for n in sorted(MODELS)])
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_mixed_float16_gradients_match_plain_and_fit_trains(name):
     keras.config.set_dtype_policy("mixed_float16")
     x = _inputs(MODELS[name][1])

@@ -40,6 +40,19 @@ def _check_non_negative(value, name):
     return float(value)
 
 
+def _scale_for_replicas(loss):
+    # What Keras does to its compiled losses (losses.loss.scale_loss_for_distribution):
+    # under a strategy with n replicas the summed gradients of loss / n are the
+    # gradients of the global batch's mean loss. A no-op on one device.
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss if replicas == 1 else loss * tf.cast(1.0 / replicas, loss.dtype)
+
+
+def _unscale_for_replicas(loss):
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss if replicas == 1 else loss * tf.cast(replicas, loss.dtype)
+
+
 def _layer_class(prefix, rank):
     from keras_hyperbolic import layers
 
@@ -128,6 +141,14 @@ class HyperbolicVAE(keras.Model):
     below `threshold`, making `P` rectangular; the kept size is part of the
     config (`latent_dim`), so a pruned model saves and loads as such. Pruning
     replaces the projection variable: compile again before more training.
+
+    `P` and the codes stay in float32 under a mixed-precision policy (they
+    continue the float32 reversible stream); `P`'s own update is unscaled
+    under Keras's LossScaleOptimizer and skipped with the optimizer's step
+    when a gradient overflows. Under `tf.distribute` the loss is divided by
+    the number of replicas and `P`'s gradient all-reduced, so training equals
+    one device's, except that the Gaussianity penalty ("energy", "kl") is a
+    statistic of each replica's share of the batch.
 
     Args:
         input_shape: data shape without batch, `(*spatial, channels)`, rank 1-3
@@ -311,6 +332,9 @@ class HyperbolicVAE(keras.Model):
             shape=value.shape,
             initializer=keras.initializers.Constant(value),
             trainable=True,
+            # P continues the float32 reversible stream: no float16 copy under
+            # mixed precision (a float16 P cannot multiply float32 features).
+            autocast=False,
             name="projection",
         )
 
@@ -333,7 +357,8 @@ class HyperbolicVAE(keras.Model):
         return x
 
     def _check_latent(self, z, name="z"):
-        z = tf.convert_to_tensor(z, dtype=self.compute_dtype)
+        # Codes belong to the stream: variable dtype (float32 under mixed precision).
+        z = tf.cast(tf.convert_to_tensor(z), self.variable_dtype)
         shape = tuple(z.shape)
         if len(shape) != 2 or shape[1] != self.latent_dim:
             raise ValueError(
@@ -350,7 +375,10 @@ class HyperbolicVAE(keras.Model):
 
     def encode(self, x, training=False):
         """Latent codes `z = P^T F(x)`, shape `(batch, latent_dim)`."""
-        return tf.matmul(self.features(x, training=training), self.projection)
+        # In the variable dtype, like the reversible stream it continues (P is
+        # not autocast: see `_make_projection`).
+        features = self.features(x, training=training)
+        return tf.matmul(tf.cast(features, self.variable_dtype), self.projection)
 
     def decode(self, z, training=False):
         """Images `F^-1(P z)`, shape `(batch, *input_shape)`."""
@@ -398,18 +426,20 @@ class HyperbolicVAE(keras.Model):
         self.group_norm_tracker.update_state(group)
         total = reconstruction + self._alpha * group
         # Compiled losses (only when targets and a loss were given) and the
-        # Gaussianity term added in `call`.
+        # Gaussianity term added in `call`. Like Keras's own losses, the result
+        # is divided by the number of replicas under a distribution strategy
+        # (the replicas' gradients are summed); Keras has already done so for
+        # what `super().compute_loss` returns.
         if y is not None and self._compile_loss is not None:
-            total = total + tf.cast(
+            return _scale_for_replicas(total) + tf.cast(
                 super().compute_loss(
                     x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
                 ),
                 total.dtype,
             )
-        else:
-            for loss in self.losses:
-                total = total + tf.cast(loss, total.dtype)
-        return total
+        for loss in self.losses:
+            total = total + tf.cast(loss, total.dtype)
+        return _scale_for_replicas(total)
 
     def train_step(self, data):
         # Keras's TensorFlow train step, except that P may get its own plain
@@ -417,11 +447,15 @@ class HyperbolicVAE(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
-            loss = self.compute_loss(
+            # Divided by the number of replicas (see `compute_loss`).
+            loss = self._compute_loss(
                 x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
             )
-            self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
+            self._loss_tracker.update_state(
+                _unscale_for_replicas(loss), sample_weight=tf.shape(x)[0]
+            )
             scaled = self.optimizer.scale_loss(loss)
+            loss_scale = self._loss_scale()
         variables = list(self.trainable_weights)
         gradients = tape.gradient(scaled, variables)
         if self.projection_learning_rate is None:
@@ -431,9 +465,40 @@ class HyperbolicVAE(keras.Model):
                 (g, v) for g, v in zip(gradients, variables) if v is not self.projection
             ]
             grad_p = next(g for g, v in zip(gradients, variables) if v is self.projection)
+            grad_p = self._projection_gradient(grad_p, loss_scale, gradients)
             self.optimizer.apply_gradients(others)
             self.projection.assign_sub(self.projection_learning_rate * grad_p)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _loss_scale(self):
+        """The factor `optimizer.scale_loss` multiplied by (None: no loss scaling)."""
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            return None
+        # As LossScaleOptimizer.scale_loss reads it, before apply_gradients
+        # builds the optimizer or changes the scale.
+        if self.optimizer.built:
+            return tf.convert_to_tensor(self.optimizer.dynamic_scale)
+        return tf.constant(self.optimizer.initial_scale, "float32")
+
+    def _projection_gradient(self, grad_p, loss_scale, gradients):
+        """`grad_p` as the compiled optimizer would see it: all-reduced and unscaled.
+
+        Under loss scaling, zero when any gradient overflowed: the
+        LossScaleOptimizer skips that step for the other weights.
+        """
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            # The replicas' gradients of the 1/num_replicas-scaled loss sum to
+            # the one-device gradient; Keras does this for the other weights.
+            grad_p = context.all_reduce("SUM", grad_p)
+        if loss_scale is not None:
+            grad_p = grad_p / tf.cast(loss_scale, grad_p.dtype)
+            finite = tf.reduce_all(
+                [tf.reduce_all(tf.math.is_finite(g)) for g in gradients + [grad_p]
+                 if g is not None]
+            )
+            grad_p = tf.where(finite, grad_p, tf.zeros_like(grad_p))
+        return grad_p
 
     @property
     def metrics(self):
