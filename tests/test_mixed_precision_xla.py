@@ -7,8 +7,8 @@ HyperbolicSegmenter, InvertibleUNet and HyperbolicVAE.
   round-off), and a float16 rounding inside a block can flip when its input is rebuilt by
   inversion instead of stored (the reversible stream itself stays float32). `fit` then trains
   with Keras's LossScaleOptimizer, with finite losses and float32 weights.
-- Found bugs are xfail(strict) with the fix in the reason: expm orthogonal pooling
-  (InvertibleUNet's default) under XLA. (Fixed: HyperbolicVAE's projection under mixed_float16.)
+- Fixed bugs, formerly xfail(strict): HyperbolicVAE's projection under mixed_float16 (P stays
+  float32), and expm orthogonal pooling (InvertibleUNet's default) under XLA.
 - jit_compile=True (XLA; `jit_compile="auto"` never turns XLA on for CPU, DESIGN.md): the
   XLA-compiled memory-efficient gradients equal eager plain autodiff within 1e-4 relative, and
   `fit(jit_compile=True)` gives the weights of `fit(jit_compile=False)` within 1e-4.
@@ -33,7 +33,7 @@ MODELS = {
         lambda **kw: InvertibleUNet(rank=2, channels=4, levels=2, blocks_per_level=1,
                                     project_input=True, output_channels=2, **kw),
         (8, 8, 3)),
-    # Cayley orthogonal pooling: XLA compiles its gradient; expm's it does not (xfail below).
+    # Both orthogonal-pooling parametrizations under XLA (expm: ops.orthogonal.expm_skew).
     "invertible_unet_cayley": (
         lambda **kw: InvertibleUNet(rank=2, channels=4, levels=2, blocks_per_level=1,
                                     project_input=True, output_channels=2,
@@ -44,22 +44,6 @@ MODELS = {
                                    gaussianity="none", latent_dim=32, **kw),
         (8, 8, 1)),
 }
-
-
-_EXPM_XLA = (
-    "tf.linalg.expm's gradient is a while loop without maximum_iterations, which XLA cannot "
-    "compile ('XLA compilation requires a fixed tensor list size'), so any model with "
-    "OrthogonalPooling(parametrization='expm') - InvertibleUNet's default, "
-    "HyperbolicSegmenter(pooling='orthogonal') - cannot train with jit_compile=True. Fix in "
-    "ops/orthogonal.py: an expm with a static number of scaling-and-squaring steps and a "
-    "fixed-degree Taylor/Pade polynomial (the matrices are s x s skew-symmetric, s <= 8), or "
-    "use parametrization='cayley', which compiles (tested)."
-)
-
-
-def _xfail(name, reasons):
-    return (pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reasons[name]))
-            if name in reasons else name)
 
 
 def _inputs(shape, batch=4, seed=0):
@@ -140,8 +124,7 @@ def test_mixed_float16_gradients_match_plain_and_fit_trains(name):
     assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
-@pytest.mark.parametrize("name", [
-    _xfail(n, {"invertible_unet": _EXPM_XLA}) for n in sorted(MODELS)])
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_xla_gradients_match_plain_autodiff(name):
     x = _inputs(MODELS[name][1])
     efficient, plain = _twins(name, x)
@@ -149,7 +132,8 @@ def test_xla_gradients_match_plain_autodiff(name):
         _gradients(efficient, x, jit_compile=True), _gradients(plain, x), 1e-4)
 
 
-@pytest.mark.parametrize("name", ["hyperbolic_vae"])  # a custom train_step
+# A custom train_step, and the expm orthogonal pooling's gradient.
+@pytest.mark.parametrize("name", ["hyperbolic_vae", "invertible_unet"])
 def test_fit_with_jit_compile_equals_without(name):
     x = _inputs(MODELS[name][1], batch=8, seed=3)
     with_xla, history = _fit(name, x, jit_compile=True)

@@ -326,3 +326,60 @@ def test_wide_orthogonal_pooling_uses_the_channelwise_path_correctly(rank):
         atol=1e-12,
     )
     assert relative_error(layer.inverse(y), x) <= 1e-12
+
+
+# --- ops.orthogonal.expm_skew: the XLA-compilable expm of the "expm" parametrization ---
+
+def _random_skew(s, norm, count, seed):
+    m = np.random.default_rng(seed).standard_normal((count, s, s))
+    a = m - np.swapaxes(m, -1, -2)
+    return a * (norm / np.linalg.norm(a, axis=(-2, -1), keepdims=True))
+
+
+@pytest.mark.parametrize("dtype, orth_tol, rel_tol", [("float32", 1e-6, 1e-6),
+                                                      ("float64", 1e-12, 1e-12)])
+@pytest.mark.parametrize("s", [2, 4, 8])
+def test_expm_skew_is_orthogonal_and_matches_expm(dtype, orth_tol, rel_tol, s):
+    import scipy.linalg
+    from keras_hyperbolic.ops.orthogonal import expm_skew
+
+    # Frobenius norms from 1e-6 to 50 (squaring counts 0 to 4). The reference is
+    # scipy's float64 expm of the same (rounded) input: tf.linalg.expm is itself off
+    # by up to 7e-6 (float32) and 6e-10 (float64) on 2x2 matrices of norm 50.
+    for seed, norm in enumerate([1e-6, 0.1, 1.0, 3.0, 10.0, 50.0]):
+        a = _random_skew(s, norm, 8, seed).astype(dtype)
+        q = expm_skew(tf.constant(a))
+        assert q.dtype == dtype
+        q = q.numpy().astype(np.float64)
+        orth = np.linalg.norm(np.swapaxes(q, -1, -2) @ q - np.eye(s), axis=(-2, -1))
+        assert orth.max() <= orth_tol, (norm, orth.max())
+        want = np.stack([scipy.linalg.expm(m) for m in a.astype(np.float64)])
+        rel = np.linalg.norm(q - want, axis=(-2, -1)) / np.linalg.norm(want, axis=(-2, -1))
+        assert rel.max() <= rel_tol, (norm, rel.max())
+
+
+def test_expm_skew_stays_orthogonal_for_huge_norms():
+    from keras_hyperbolic.ops.orthogonal import expm_skew
+
+    # ||A||_F = 1e3 needs 8 of the 12 static squarings; still exact to float32.
+    a = _random_skew(8, 1e3, 4, seed=7).astype("float32")
+    q = expm_skew(tf.constant(a)).numpy().astype(np.float64)
+    assert np.abs(np.swapaxes(q, -1, -2) @ q - np.eye(8)).max() <= 1e-6
+
+
+def test_expm_orthogonal_gradient_compiles_under_xla_and_matches_tf_expm():
+    from keras_hyperbolic.ops.orthogonal import expm_orthogonal
+
+    rng = np.random.default_rng(3)
+    theta = tf.Variable(2.0 * rng.standard_normal((3, 8, 8)))  # float64, ||skew|| ~ 30
+    weights = tf.constant(rng.standard_normal((3, 8, 8)))
+
+    def gradient(orthogonal):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(weights * orthogonal(theta))
+        return tape.gradient(loss, theta)
+
+    want = gradient(lambda t: tf.linalg.expm(t - tf.linalg.matrix_transpose(t))).numpy()
+    got = tf.function(lambda: gradient(expm_orthogonal), jit_compile=True)().numpy()
+    assert np.abs(want).max() > 1.0
+    assert relative_error(got, want) <= 1e-10
