@@ -142,23 +142,7 @@ def two_device_strategy():
         ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
-_FLOW_REASON = (
-    "ConvFlow.train_step bypasses Keras's per-replica loss scaling: its mean bits/dim is not "
-    "divided by num_replicas_in_sync, so the summed gradients are num_replicas times too "
-    "large. Fix in conv_flow.py: scale the loss by 1/num_replicas_in_sync before "
-    "tape.gradient. Separately, the dequantisation noise is drawn per replica from the same "
-    "SeedGenerator state, so both replicas add the same noise pattern to their halves (fold "
-    "replica_id_in_sync_group into the seed); equality with one device then needs the same "
-    "noise, e.g. a deterministic dequantisation option for tests."
-)
-_XFAIL = {"conv_flow": _FLOW_REASON}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_XFAIL[n]))
-     if n in _XFAIL else n for n in sorted(MODELS)],
-)
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_fit_mirrored_equals_one_device(name, mirrored):
     one = _train(name, tf.distribute.get_strategy())
     two = _train(name, mirrored)

@@ -264,10 +264,26 @@ class ConvFlow(keras.Model):
         return base + log_det
 
     def dequantize(self, x, seed=None):
-        """`x + u / num_bins` with `u ~ U[0, 1)`, for data `x = k / num_bins`."""
+        """`x + u / num_bins` with `u ~ U[0, 1)`, for data `x = k / num_bins`.
+
+        Inside a replica of a `tf.distribute` strategy with `n` replicas, every
+        replica draws the noise of `n` times its batch from the same seed and
+        keeps its own slice: the replicas get different noise, and with an
+        even split of the global batch exactly the noise one device would
+        draw for it.
+        """
         x = tf.convert_to_tensor(x, dtype=self.compute_dtype)
-        noise = keras.random.uniform(tf.shape(x), dtype=x.dtype, seed=seed)
-        return x + noise / self.num_bins
+        context = tf.distribute.get_replica_context()
+        replicas = 1 if context is None else context.num_replicas_in_sync
+        if replicas == 1:
+            noise = keras.random.uniform(tf.shape(x), dtype=x.dtype, seed=seed)
+            return x + noise / self.num_bins
+        batch = tf.shape(x)[0]
+        noise = keras.random.uniform(
+            tf.concat([[replicas * batch], tf.shape(x)[1:]], axis=0), dtype=x.dtype, seed=seed
+        )
+        start = tf.cast(context.replica_id_in_sync_group, batch.dtype) * batch
+        return x + noise[start : start + batch] / self.num_bins
 
     def bits_per_dim_of_density(self, log_prob):
         """Bits per dimension of discrete data from the log-density of its dequantised version."""
@@ -296,7 +312,11 @@ class ConvFlow(keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             loss = self._step_loss(x, training=True)
-            scaled = self.optimizer.scale_loss(loss)
+            # Under a strategy the replicas' gradients are summed: divide by
+            # their number as Keras does for its compiled losses (no-op on one
+            # device).
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(loss / replicas if replicas > 1 else loss)
         variables = self.trainable_weights
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
