@@ -224,3 +224,67 @@ def test_presets_are_table_2():
     assert tuple(model.hyperbolic.compute_output_shape(pair)) == (1, 240, 424, 72, 12)
     with pytest.raises(ValueError, match="preset"):
         get_preset("nope")
+
+
+# === Input checks (before any work: not Keras's errors from the first convolution) ===
+
+_CHECKED = {
+    "segmenter": lambda: _segmenter(2),
+    "iunet_projected": lambda: InvertibleUNet(rank=2, channels=4, levels=2, blocks_per_level=1,
+                                              project_input=True, output_channels=2),
+    "iunet": lambda: InvertibleUNet(rank=2, channels=4, levels=2, blocks_per_level=1),
+}
+_BUILT_CHANNELS = {"segmenter": 3, "iunet_projected": 3, "iunet": 4}
+
+
+@pytest.mark.parametrize("name", sorted(_CHECKED))
+def test_wrong_channel_count_names_inputs_and_expected_channels(name):
+    model = _CHECKED[name]()
+    c = _BUILT_CHANNELS[name]
+    model(np.zeros((1, 8, 8, c), "float32"))
+    wrong = np.zeros((1, 8, 8, c + 1), "float32")
+    message = rf"`inputs`.*expected {c} channels.*inputs.shape=\(1, 8, 8, {c + 1}\)"
+    with pytest.raises(ValueError, match=message) as info:
+        model(wrong)
+    assert "opening" not in str(info.value) and "projection" not in str(info.value)
+    with pytest.raises(ValueError, match=message):
+        tf.function(model)(tf.constant(wrong))
+    # Symbolic (functional) calls use compute_output_spec, not call: checked there too.
+    with pytest.raises(ValueError, match=rf"expected {c} channels.*\(None, 8, 8, {c + 1}\)"):
+        model(keras.Input((8, 8, c + 1)))
+    with pytest.raises(ValueError, match=r"`inputs`.*expected rank 4.*\(1, 8, 3\)"):
+        model(np.zeros((1, 8, 3), "float32"))
+
+
+@pytest.mark.parametrize("name", sorted(_CHECKED))
+@pytest.mark.parametrize("dtype", ["int32", "uint8", "bool"])
+def test_non_float_inputs_raise_naming_the_dtype(name, dtype):
+    model = _CHECKED[name]()
+    x = np.ones((1, 8, 8, _BUILT_CHANNELS[name]), dtype)
+    message = rf"`inputs`.*floating-point.*inputs.dtype={dtype}"
+    with pytest.raises(TypeError, match=message) as info:
+        model(x)  # unbuilt
+    assert "kernel" not in str(info.value)
+    with pytest.raises(TypeError, match=message):
+        model(x)  # built by the first attempt; still not converted
+    with pytest.raises(TypeError, match=message):
+        model(keras.Input(x.shape[1:], dtype=dtype))
+
+
+def test_float64_inputs_are_still_accepted_and_autocast():
+    model = _segmenter(2)
+    x = np.random.default_rng(0).random((1, 8, 8, 3))
+    np.testing.assert_allclose(model(x).numpy(), model(x.astype("float32")).numpy(), atol=1e-6)
+
+
+def test_iunet_forward_invertible_and_inverse_check_their_tensor():
+    net = _CHECKED["iunet_projected"]()
+    net(np.zeros((1, 8, 8, 3), "float32"))
+    with pytest.raises(ValueError, match=r"`x`.*expected 4 channels.*x.shape=\(1, 8, 8, 3\)"):
+        net.forward_invertible(np.zeros((1, 8, 8, 3), "float32"))
+    with pytest.raises(ValueError, match=r"`y`.*expected 4 channels.*y.shape=\(1, 8, 8, 5\)"):
+        net.inverse(np.zeros((1, 8, 8, 5), "float32"))
+    with pytest.raises(TypeError, match=r"`y`.*y.dtype=int32"):
+        net.inverse(np.zeros((1, 8, 8, 4), "int32"))
+    y = net.forward_invertible(np.ones((1, 8, 8, 4), "float32"))
+    np.testing.assert_allclose(net.inverse(y).numpy(), 1.0, atol=1e-5)

@@ -94,6 +94,28 @@ def check_divisible_input(shape, rank, multiple, steps, name="inputs"):
     return shape
 
 
+def check_model_inputs(inputs, rank, multiple, steps, channels=None, name="inputs"):
+    """Checks a model's input tensor before any work: a floating dtype, rank, divisibility, channels.
+
+    `inputs` is anything with `.shape` and `.dtype` (tensor, KerasTensor, array).
+    `channels=None` skips the channel check (not known before build). Integer
+    or boolean inputs are rejected, not converted: casting them is the caller's choice.
+    """
+    dtype = keras.backend.standardize_dtype(inputs.dtype)
+    if not (dtype.startswith("float") or dtype == "bfloat16"):
+        raise TypeError(
+            f"Invalid dtype for argument `{name}`: expected a floating-point tensor "
+            f"(cast it first, e.g. tf.cast({name}, 'float32')). Received: {name}.dtype={dtype}"
+        )
+    shape = check_divisible_input(tuple(inputs.shape), rank, multiple, steps, name=name)
+    if channels is not None and shape[-1] != channels:
+        raise ValueError(
+            f"Invalid shape for argument `{name}`: expected {channels} channels (the channel "
+            f"count the model was built with). Received: {name}.shape={shape}"
+        )
+    return shape
+
+
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
 class HyperbolicSegmenter(keras.Model):
     """Fully hyperbolic encoder-decoder for dense prediction (segmentation), 1D/2D/3D.
@@ -146,8 +168,11 @@ class HyperbolicSegmenter(keras.Model):
 
     Raises:
         ValueError: `num_classes < 1`, unknown `pooling`, `units` that do not
-            balance, or (at build time) a spatial size not divisible by the
-            multiple the poolings need.
+            balance, or (at build or call time) a spatial size not divisible by
+            the multiple the poolings need, or (at call time) inputs of another
+            rank or channel count than the model was built with.
+        TypeError: (at call time) non-floating inputs (e.g. int32): they are
+            not converted.
 
     Example:
     >>> model = HyperbolicSegmenter(num_classes=2, rank=2, width=4,
@@ -252,6 +277,14 @@ class HyperbolicSegmenter(keras.Model):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (self.num_classes,)
 
+    def compute_output_spec(self, inputs, training=None):
+        self._check_inputs(inputs)  # symbolic calls skip `call`
+        return super().compute_output_spec(inputs, training=training)
+
+    def _check_inputs(self, inputs):
+        channels = self.opening.kernel.shape[-2] if self.opening.built else None
+        check_model_inputs(inputs, self.rank, self.input_multiple, self.deepest_level, channels)
+
     # === Maps ===
 
     def opened_pair(self, inputs):
@@ -262,6 +295,7 @@ class HyperbolicSegmenter(keras.Model):
         return tf.concat([y, y], axis=-1)
 
     def call(self, inputs, training=None):
+        self._check_inputs(inputs)
         pair = self.opened_pair(inputs)
         pair = self.hyperbolic(pair, training=training)
         return self.closing(pair)

@@ -22,7 +22,7 @@ from keras_hyperbolic.validation import (
     check_rank,
     invalid,
 )
-from keras_hyperbolic.models.hyperbolic_segmenter import check_divisible_input
+from keras_hyperbolic.models.hyperbolic_segmenter import check_divisible_input, check_model_inputs
 
 _CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
 DEFAULT_SPLIT = {1: 0.5, 2: 0.5, 3: 0.25}  # iUNet Remark 7: channels double per level
@@ -244,8 +244,10 @@ class InvertibleUNet(keras.Model):
 
     Raises:
         ValueError: invalid sizes, channels that do not split evenly at every
-            level, or (at build time) a spatial size not divisible by
-            `2**(levels - 1)` or a wrong channel count.
+            level, or (at build or call time) a spatial size not divisible by
+            `2**(levels - 1)`, a wrong rank or channel count.
+        TypeError: (at call time) non-floating inputs (e.g. int32): they are
+            not converted.
 
     Example:
     >>> net = InvertibleUNet(rank=2, channels=8, levels=3)
@@ -372,18 +374,34 @@ class InvertibleUNet(keras.Model):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (self.output_channels or self.channels,)
 
+    def compute_output_spec(self, inputs, training=None):
+        self._check_inputs(inputs)  # symbolic calls skip `call`
+        return super().compute_output_spec(inputs, training=training)
+
+    def _check_inputs(self, inputs, name="inputs", projected=True):
+        channels = self.channels
+        if projected and self.input_projection is not None:
+            projection = self.input_projection
+            channels = projection.kernel.shape[-2] if projection.built else None
+        check_model_inputs(inputs, self.rank, self.input_multiple, self.levels - 1, channels, name)
+
     def call(self, inputs, training=None):
+        self._check_inputs(inputs)
         x = self.input_projection(inputs) if self.input_projection is not None else inputs
         y = self.core(x, training=training)
         return self.output_projection(y) if self.output_projection is not None else y
 
     def forward_invertible(self, x, training=None):
         """The invertible part alone: `channels` channels in, `channels` out."""
+        x = tf.convert_to_tensor(x)
+        self._check_inputs(x, name="x", projected=False)
         return self.core(x, training=training)
 
     def inverse(self, y, training=None):
         """Inverse of the invertible part (`forward_invertible`)."""
-        return self.core.inverse(tf.convert_to_tensor(y), training=training)
+        y = tf.convert_to_tensor(y)
+        self._check_inputs(y, name="y", projected=False)
+        return self.core.inverse(y, training=training)
 
     def get_config(self):
         config = super().get_config()
