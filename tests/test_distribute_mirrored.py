@@ -7,10 +7,10 @@ half of the global batch and their gradients are summed, so only the order of fl
 additions differs from one device (measured differences ~1e-7).
 
 Batch normalisation computes statistics per replica under MirroredStrategy unless the layer is
-built with `synchronized=True` (Keras all-reduces the moments then; on one device nothing
-changes). IRevNet's head and BaselineUNet use unsynchronised BatchNormalization, so as shipped
-they differ from one device (xfail below, with the fix); with their BN layers switched to
-synchronized they match, memory-efficient engine included.
+built with `synchronized=True` (Keras all-reduces the moments then; on one device it is plain
+batch normalisation). The package's BN layers (IRevNet's head, the coupling blocks' residual
+functions, BaselineUNet) are synchronized, so the models as shipped match one device,
+memory-efficient engine included (the *_synchronized_bn cases force it on every BN layer).
 """
 
 import keras
@@ -158,12 +158,6 @@ def test_fit_distributed_mirrored_equals_one_device(mirrored):
     _assert_same_weights(one, two)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Unsynchronised BatchNormalization: each replica normalises its own half batch, so the "
-    "result is not the one-device computation. Fix: build BN with "
-    "keras.layers.BatchNormalization(synchronized=True) (IRevNet's head_norm in irevnet.py, "
-    "ResidualFunction's BN in layers/residual.py, conv_block in unet_baseline.py); identical on "
-    "one device, all-reduced moments under a strategy (see the *_synchronized_bn cases)."))
 @pytest.mark.parametrize("name", sorted(AS_SHIPPED_BN))
 def test_batch_norm_models_as_shipped_equal_one_device(name, mirrored):
     one = _train(name, tf.distribute.get_strategy(), models=AS_SHIPPED_BN)

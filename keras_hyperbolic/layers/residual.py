@@ -30,11 +30,16 @@ def make_normalization(normalization, dtype, name, zero_gamma=False):
     (`GroupNormalization(groups=1)`), "instance" each channel of each example
     over its spatial axes (`groups=-1`): both are independent of the batch, so
     they behave the same in training and inference. "batch" is Keras's
-    `BatchNormalization`.
+    `BatchNormalization` with `synchronized=True`: under a `tf.distribute`
+    strategy its batch statistics are all-reduced over the replicas, so the
+    result is the one-device computation on the global batch (on one device
+    it is plain batch normalisation).
     """
     gamma = "zeros" if zero_gamma else "ones"
     if normalization == "batch":
-        return keras.layers.BatchNormalization(gamma_initializer=gamma, dtype=dtype, name=name)
+        return keras.layers.BatchNormalization(
+            gamma_initializer=gamma, synchronized=True, dtype=dtype, name=name
+        )
     if normalization == "layer":
         return keras.layers.GroupNormalization(
             groups=1, gamma_initializer=gamma, dtype=dtype, name=name

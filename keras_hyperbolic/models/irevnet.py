@@ -109,7 +109,8 @@ class IRevNet(keras.Model):
                     name=f"stage{s}_block{j}",
                 ))
         self.core = ReversibleSequence(blocks, memory_efficient=memory_efficient, name="core")
-        self.head_norm = keras.layers.BatchNormalization(name="head_norm")
+        # Synchronized: the global batch's statistics under tf.distribute.
+        self.head_norm = keras.layers.BatchNormalization(synchronized=True, name="head_norm")
         self.head_pool = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
                           keras.layers.GlobalAveragePooling3D)[self.rank - 1](name="head_pool")
         self.classifier = keras.layers.Dense(self.num_classes, name="classifier")

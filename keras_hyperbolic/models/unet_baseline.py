@@ -80,7 +80,8 @@ class BaselineUNet(keras.Model):
             return keras.Sequential(
                 [
                     _CONV[self.rank](channels, self.kernel_size, padding="same", use_bias=False),
-                    keras.layers.BatchNormalization(),
+                    # Synchronized: the global batch's statistics under tf.distribute.
+                    keras.layers.BatchNormalization(synchronized=True),
                     keras.layers.Activation(activation),
                 ],
                 name=name,
