@@ -123,6 +123,9 @@ class IRevNet(keras.Model):
                 f"Invalid shape for argument `inputs`: expected (batch, *{self.example_shape}) "
                 f"(`input_shape`). Received: inputs.shape={shape}"
             )
+        if self.built:
+            # Built in __init__; building again would try to add state.
+            return
         self.core.build(shape)
         features = tuple(self.core.compute_output_shape(shape))
         self.head_norm.build(features)
