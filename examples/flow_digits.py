@@ -23,6 +23,7 @@ from PIL import Image  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 from keras_hyperbolic.models import ConvFlow  # noqa: E402
+from keras_hyperbolic.training import standard_callbacks  # noqa: E402
 
 
 def factorised_gaussian_bits_per_dim(flow, deq_train, deq_test):
@@ -60,7 +61,8 @@ def main():
     start = time.time()
     flow.compile(optimizer=keras.optimizers.Adam(args.lr))
     history = flow.fit(x_train, epochs=args.epochs, batch_size=args.batch_size, verbose=0,
-                       validation_data=(x_test,))
+                       validation_data=(x_test,),
+                       callbacks=standard_callbacks(os.path.join(args.out, "run")))
     print(f"trained {args.epochs} epochs in {time.time() - start:.0f} s; "
           f"training bits/dim {history.history['loss'][0]:.3f} -> {history.history['loss'][-1]:.3f}")
 

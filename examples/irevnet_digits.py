@@ -21,6 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_hyperbolic.models import IRevNet  # noqa: E402
+from keras_hyperbolic.training import standard_callbacks  # noqa: E402
 
 
 def load_digits_16():
@@ -58,8 +59,10 @@ def main(argv=None):
                   metrics=["accuracy"])
     print(f"IRevNet: {model.count_params():,} parameters, features {model.feature_shape} "
           f"({int(np.prod(model.feature_shape))} values for {16 * 16} input values)")
+    # Resumable: a killed run started again continues from its last epoch backup.
     model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=2,
-              validation_data=(x_test, y_test))
+              validation_data=(x_test, y_test),
+              callbacks=standard_callbacks(os.path.join(args.output, "run")))
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
 
     features = model.features(x_test)

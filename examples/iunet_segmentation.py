@@ -47,7 +47,8 @@ def main(argv=None):
     print(f"InvertibleUNet: {model.count_params():,} parameters, labelled frames "
           f"{data['labelled_frames']} of {len(video)}")
     result = train_one(model, (video, masks, weights), steps, args.learning_rate,
-                       args.time_budget, verbose=0 if args.quick else 2)
+                       args.time_budget, verbose=0 if args.quick else 2,
+                       run_dir=os.path.join(args.output, "run"))
     memory = step_memory(model, video, masks, weights)
     predictions, iou = evaluate(model, video, masks)
     model.save(os.path.join(args.output, "invertible_unet.keras"))

@@ -35,6 +35,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 from keras_hyperbolic.data import load_digits  # noqa: E402
 from keras_hyperbolic.models import HyperbolicVAE  # noqa: E402
 from keras_hyperbolic.ops.statistics import normality_statistics  # noqa: E402
+from keras_hyperbolic.training import standard_callbacks  # noqa: E402
 
 
 # === Baselines ===
@@ -146,7 +147,8 @@ def train_and_report(data, stats, args, name):
     # Stage 1: select columns of P with the group norm.
     model.compile(optimizer=keras.optimizers.Adam(args.lr))
     model.fit(x_train, epochs=args.epochs_select, batch_size=args.batch_size, verbose=args.verbose,
-              callbacks=[AlphaRamp(args.alpha, args.epochs_select)])
+              callbacks=[AlphaRamp(args.alpha, args.epochs_select)]
+              + standard_callbacks(os.path.join(args.out, "run_select")))
     norms = np.sort(model.column_norms())[::-1]
     threshold = args.threshold
     if len(norms) > args.max_dims and norms[args.max_dims] >= threshold:
@@ -164,7 +166,8 @@ def train_and_report(data, stats, args, name):
     model.beta = args.beta
     model.projection_learning_rate = None
     model.compile(optimizer=keras.optimizers.Adam(args.lr))
-    model.fit(x_train, epochs=args.epochs_refine, batch_size=args.batch_size, verbose=args.verbose)
+    model.fit(x_train, epochs=args.epochs_refine, batch_size=args.batch_size, verbose=args.verbose,
+              callbacks=standard_callbacks(os.path.join(args.out, "run_refine")))
     elapsed = time.time() - start
 
     err_vae = reconstruction_error(model, x_test)

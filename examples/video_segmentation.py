@@ -23,6 +23,7 @@ Run:
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -35,6 +36,7 @@ import tensorflow as tf  # noqa: E402
 
 from keras_hyperbolic.data import make_digit_video, segmentation_iou  # noqa: E402
 from keras_hyperbolic.models import BaselineUNet, HyperbolicSegmenter  # noqa: E402
+from keras_hyperbolic.training import standard_callbacks  # noqa: E402
 
 FULL = {
     "frames": 32, "height": 64, "width": 64, "steps": 300, "learning_rate": 1e-2,
@@ -97,17 +99,21 @@ def step_memory(model, video, masks, weights):
         return {"peak_mb": peak / 2**20, "step_extra_mb": float("nan"), "source": "rss"}
 
 
-def train_one(model, data, steps, learning_rate, time_budget, verbose):
+def train_one(model, data, steps, learning_rate, time_budget, verbose, run_dir):
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1), alpha=0.05)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     budget = TimeBudget(time_budget)
+    # The steps are split into epochs of about 30 so that BackupAndRestore
+    # (standard_callbacks) backs up every 30 steps: a killed run started again
+    # with the same command resumes from its last backup.
+    epochs = max(1, math.ceil(steps / 30))
     start = time.perf_counter()
     history = model.fit(
-        _dataset(*data, augment=True), steps_per_epoch=steps, epochs=1,
-        callbacks=[budget], verbose=verbose,
+        _dataset(*data, augment=True), steps_per_epoch=math.ceil(steps / epochs), epochs=epochs,
+        callbacks=[budget] + standard_callbacks(run_dir), verbose=verbose,
     )
     return {
         "train_seconds": time.perf_counter() - start,
@@ -203,7 +209,8 @@ def train_video_segmentation(
         print(f"\n== {name}: {type(model).__name__}, {model.count_params():,} parameters"
               + (f", memory_efficient={model.memory_efficient}" if name == "hyperbolic" else ""))
         result = train_one(model, (video, masks, weights), settings["steps"],
-                           settings["learning_rate"], settings["time_budget"], verbose)
+                           settings["learning_rate"], settings["time_budget"], verbose,
+                           run_dir=os.path.join(output, f"run_{name}"))
         result["memory"] = step_memory(model, video, masks, weights)
         if name == "hyperbolic":
             # The paper's comparison: the same network, same weights, without
