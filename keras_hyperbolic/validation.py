@@ -72,3 +72,18 @@ def check_input_shape(shape, rank, name="inputs", divisor=2, require_static=True
                 f"{size}, which is not divisible by {divisor}. Received: {name}.shape={shape}"
             )
     return shape
+
+
+def check_optional_positive_int(value, name, minimum=1):
+    """`None`, or an integer >= `minimum`."""
+    return None if value is None else check_positive_int(value, name, minimum)
+
+
+def check_activation(activation, name="activation"):
+    """The Keras activation function for `activation` (a name or a callable)."""
+    import keras
+
+    try:
+        return keras.activations.get(activation)
+    except (ValueError, TypeError):
+        raise invalid(name, activation, "a Keras activation name or callable") from None

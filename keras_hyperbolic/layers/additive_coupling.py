@@ -9,7 +9,12 @@ from keras_hyperbolic.layers.residual import (
     check_init_scale,
     check_normalization,
 )
-from keras_hyperbolic.validation import check_positive_int, check_rank, invalid
+from keras_hyperbolic.validation import (
+    check_activation,
+    check_optional_positive_int,
+    check_positive_int,
+    check_rank,
+)
 
 
 def check_splittable_shape(layer, input_shape, rank):
@@ -156,17 +161,10 @@ class AdditiveCoupling(InvertibleLayer):
     ):
         super().__init__(**kwargs)
         self.rank = check_rank(rank)
-        self.hidden_channels = (
-            None
-            if hidden_channels is None
-            else check_positive_int(hidden_channels, "hidden_channels")
-        )
+        self.hidden_channels = check_optional_positive_int(hidden_channels, "hidden_channels")
         self.kernel_size = check_positive_int(kernel_size, "kernel_size")
         self.normalization = check_normalization(normalization)
-        try:
-            keras.activations.get(activation)
-        except (ValueError, TypeError):
-            raise invalid("activation", activation, "a Keras activation name or callable")
+        check_activation(activation)
         self.activation = activation
         self.zero_init = bool(zero_init)
         self.init_scale = check_init_scale(init_scale)
@@ -229,10 +227,6 @@ class AdditiveCoupling(InvertibleLayer):
         x2 = y2 - self._apply(self.g, y1, training) if self.use_g else y2
         x1 = y1 - self._apply(self.f, x2, training)
         return tf.concat([x1, x2], axis=-1)
-
-    def log_det_jacobian(self, x, training=None):
-        x = tf.convert_to_tensor(x)
-        return tf.zeros(tf.shape(x)[:1], dtype=x.dtype)
 
     def backward(self, y, dy, training=None, dlog_det=None):
         # The log-determinant is identically zero: `dlog_det` changes nothing.

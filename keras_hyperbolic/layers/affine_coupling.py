@@ -19,7 +19,13 @@ from keras_hyperbolic.layers.residual import (
     check_init_scale,
     check_normalization,
 )
-from keras_hyperbolic.validation import check_positive_int, check_rank, invalid
+from keras_hyperbolic.validation import (
+    check_activation,
+    check_optional_positive_int,
+    check_positive_int,
+    check_rank,
+    invalid,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
@@ -97,17 +103,10 @@ class AffineCoupling(InvertibleLayer):
     ):
         super().__init__(**kwargs)
         self.rank = check_rank(rank)
-        self.hidden_channels = (
-            None
-            if hidden_channels is None
-            else check_positive_int(hidden_channels, "hidden_channels")
-        )
+        self.hidden_channels = check_optional_positive_int(hidden_channels, "hidden_channels")
         self.kernel_size = check_positive_int(kernel_size, "kernel_size")
         self.normalization = check_normalization(normalization)
-        try:
-            keras.activations.get(activation)
-        except (ValueError, TypeError):
-            raise invalid("activation", activation, "a Keras activation name or callable")
+        check_activation(activation)
         self.activation = activation
         self.zero_init = bool(zero_init)
         self.init_scale = check_init_scale(init_scale)

@@ -13,7 +13,14 @@ from keras_hyperbolic.layers.additive_coupling import (
 )
 from keras_hyperbolic.layers.invertible import InvertibleLayer
 from keras_hyperbolic.layers.residual import check_normalization, make_normalization
-from keras_hyperbolic.validation import check_positive_float, check_positive_int, check_rank, invalid
+from keras_hyperbolic.validation import (
+    check_activation,
+    check_optional_positive_int,
+    check_positive_float,
+    check_positive_int,
+    check_rank,
+    invalid,
+)
 
 
 # Explicit formats: eager Conv3D gradients fail when the attribute is left implicit.
@@ -119,16 +126,9 @@ class HyperbolicBlock(InvertibleLayer):
         self.rank = check_rank(rank)
         self.kernel_size = check_positive_int(kernel_size, "kernel_size")
         self.h = check_step_size(h)
-        self.hidden_channels = (
-            None
-            if hidden_channels is None
-            else check_positive_int(hidden_channels, "hidden_channels")
-        )
+        self.hidden_channels = check_optional_positive_int(hidden_channels, "hidden_channels")
         self.normalization = check_normalization(normalization)
-        try:
-            self._activation_fn = keras.activations.get(activation)
-        except (ValueError, TypeError):
-            raise invalid("activation", activation, "a Keras activation name or callable")
+        self._activation_fn = check_activation(activation)
         self.activation = activation
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -186,10 +186,6 @@ class HyperbolicBlock(InvertibleLayer):
         y_cur, y_next = split_halves(y)
         y_prev = 2.0 * y_cur - y_next + self.h**2 * self._f(y_cur, training)
         return tf.concat([y_prev, y_cur], axis=-1)
-
-    def log_det_jacobian(self, x, training=None):
-        x = tf.convert_to_tensor(x)
-        return tf.zeros(tf.shape(x)[:1], dtype=x.dtype)
 
     def backward(self, y, dy, training=None, dlog_det=None):
         # The log-determinant is identically zero: `dlog_det` changes nothing.

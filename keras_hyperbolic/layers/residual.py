@@ -6,7 +6,9 @@ import numbers
 import keras
 
 from keras_hyperbolic.validation import (
+    check_activation,
     check_choice,
+    check_optional_positive_int,
     check_positive_int,
     check_rank,
     invalid,
@@ -143,17 +145,10 @@ class ResidualFunction(keras.layers.Layer):
         super().__init__(**kwargs)
         self.rank = check_rank(rank)
         self.filters = None if filters is None else check_positive_int(filters, "filters")
-        self.hidden_channels = (
-            None
-            if hidden_channels is None
-            else check_positive_int(hidden_channels, "hidden_channels")
-        )
+        self.hidden_channels = check_optional_positive_int(hidden_channels, "hidden_channels")
         self.kernel_size = check_positive_int(kernel_size, "kernel_size")
         self.normalization = check_normalization(normalization)
-        try:
-            self.activation = keras.activations.get(activation)
-        except (ValueError, TypeError):
-            raise invalid("activation", activation, "a Keras activation name or callable")
+        self.activation = check_activation(activation)
         self._activation_config = activation
         self.zero_init = bool(zero_init)
         self.init_scale = check_init_scale(init_scale)

@@ -3,7 +3,7 @@
 import keras
 
 from keras_hyperbolic.models.hyperbolic_segmenter import check_divisible_input
-from keras_hyperbolic.validation import check_positive_int, check_rank, invalid
+from keras_hyperbolic.validation import check_activation, check_positive_int, check_rank
 
 _CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
 _CONV_T = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
@@ -69,10 +69,7 @@ class BaselineUNet(keras.Model):
         self.levels = check_positive_int(levels, "levels", minimum=0)
         self.convs_per_level = check_positive_int(convs_per_level, "convs_per_level")
         self.kernel_size = check_positive_int(kernel_size, "kernel_size")
-        try:
-            keras.activations.get(activation)
-        except (ValueError, TypeError):
-            raise invalid("activation", activation, "a Keras activation name or callable")
+        check_activation(activation)
         self.activation = activation
 
         # === Layers ===
