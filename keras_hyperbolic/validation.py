@@ -87,3 +87,17 @@ def check_activation(activation, name="activation"):
         return keras.activations.get(activation)
     except (ValueError, TypeError):
         raise invalid(name, activation, "a Keras activation name or callable") from None
+
+
+def check_data_shape(input_shape, name="input_shape"):
+    """A model's example shape `(*spatial, channels)`: a tuple of positive integers."""
+    import numpy as np
+
+    if isinstance(input_shape, (int, np.integer)) or not hasattr(input_shape, "__len__"):
+        raise invalid(name, input_shape, "a tuple (*spatial, channels)")
+    input_shape = tuple(input_shape)
+    if any(
+        isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in input_shape
+    ):
+        raise invalid(name, input_shape, "a tuple of positive integers")
+    return input_shape

@@ -22,6 +22,7 @@ import tensorflow as tf
 from keras_hyperbolic.ops import statistics
 from keras_hyperbolic.validation import (
     check_choice,
+    check_data_shape,
     check_positive_float,
     check_positive_int,
     check_rank,
@@ -232,14 +233,7 @@ class HyperbolicVAE(keras.Model):
     ):
         super().__init__(**kwargs)
         # === Config ===
-        if isinstance(input_shape, (int, np.integer)) or not hasattr(input_shape, "__len__"):
-            raise invalid("input_shape", input_shape, "a tuple (*spatial, channels)")
-        input_shape = tuple(input_shape)
-        if any(
-            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
-            for s in input_shape
-        ):
-            raise invalid("input_shape", input_shape, "a tuple of positive integers")
+        input_shape = check_data_shape(input_shape)
         rank = check_rank(len(input_shape) - 1, name="len(input_shape) - 1")
         self.levels = check_positive_int(levels, "levels")
         for axis, size in enumerate(input_shape[:-1]):
