@@ -43,6 +43,19 @@ def serialize_activation(activation):
     return keras.activations.serialize(keras.activations.get(activation))
 
 
+def residual_arguments_config(layer):
+    """The config entries of the built-in residual function that a coupling block keeps."""
+    return {
+        "rank": layer.rank,
+        "hidden_channels": layer.hidden_channels,
+        "kernel_size": layer.kernel_size,
+        "normalization": layer.normalization,
+        "activation": serialize_activation(layer.activation),
+        "zero_init": layer.zero_init,
+        "init_scale": layer.init_scale,
+    }
+
+
 def split_halves(x):
     half = x.shape[-1] // 2
     return x[..., :half], x[..., half:]
@@ -269,14 +282,8 @@ class AdditiveCoupling(InvertibleLayer):
 
     def get_config(self):
         config = super().get_config()
+        config.update(residual_arguments_config(self))
         config.update(
-            rank=self.rank,
-            hidden_channels=self.hidden_channels,
-            kernel_size=self.kernel_size,
-            normalization=self.normalization,
-            activation=serialize_activation(self.activation),
-            zero_init=self.zero_init,
-            init_scale=self.init_scale,
             f=None if self._user_f is None else keras.saving.serialize_keras_object(self._user_f),
             g=None if self._user_g is None else keras.saving.serialize_keras_object(self._user_g),
             use_g=self.use_g,

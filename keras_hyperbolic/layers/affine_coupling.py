@@ -10,7 +10,7 @@ from keras_hyperbolic.layers.additive_coupling import (
     assemble_gradients,
     check_function,
     check_splittable_shape,
-    serialize_activation,
+    residual_arguments_config,
     split_halves,
 )
 from keras_hyperbolic.layers.invertible import InvertibleLayer
@@ -224,14 +224,8 @@ class AffineCoupling(InvertibleLayer):
 
     def get_config(self):
         config = super().get_config()
+        config.update(residual_arguments_config(self))
         config.update(
-            rank=self.rank,
-            hidden_channels=self.hidden_channels,
-            kernel_size=self.kernel_size,
-            normalization=self.normalization,
-            activation=serialize_activation(self.activation),
-            zero_init=self.zero_init,
-            init_scale=self.init_scale,
             scale_bound=self.scale_bound,
             network=None
             if self._user_network is None
