@@ -7,6 +7,13 @@ Sub-packages, in the order data flows through them:
 
 __version__ = "0.1.0"
 
+from keras_hyperbolic import runtime  # noqa: E402  (imports nothing heavy)
+
+# The command owns its process: turn oneDNN on before TensorFlow is imported
+# (unless the user chose), see `keras_hyperbolic.runtime`.
+if runtime.launched_as_command():
+    runtime.configure_command_process()
+
 from keras_hyperbolic import layers  # noqa: F401  (registers serialisable layers)
 from keras_hyperbolic import reversible  # noqa: F401,E402
 from keras_hyperbolic import callbacks  # noqa: F401,E402

@@ -1,4 +1,4 @@
-"""The `keras-hyperbolic` command: train the examples' tasks, export, benchmark, inspect.
+"""The `keras-hyperbolic` command: train the package's tasks, export, benchmark, inspect.
 
     keras-hyperbolic train video-segmentation --epochs 300 --output outputs/video --export saved_models
     keras-hyperbolic export model.keras --saved-model saved_models --name segmenter
@@ -7,20 +7,20 @@
     keras-hyperbolic inspect saved_models/video_segmenter --input-shape 32,64,64,3
     keras-hyperbolic serving-config saved_models --base-path-prefix "$PWD/saved_models"
 
-`train` runs the example scripts of the repository (`examples/*.py`); they are
-not part of the installed package, so it needs a source checkout (an editable
-install) and says so when they are missing. Every command checks its
-arguments (task names, files, directories) before it writes anything.
+`train` runs the functions of `keras_hyperbolic.tasks` (inside the installed
+package). The command turns TensorFlow's oneDNN CPU path on unless the user
+set `TF_ENABLE_ONEDNN_OPTS` (see `keras_hyperbolic.runtime`). Every command
+checks its arguments (task names, files, directories) before it writes
+anything; a bad model file is a one-line error naming the file and the reason.
 """
 
 import argparse
-import dataclasses
-import importlib.util
 import inspect as pyinspect
 import os
 import sys
+import zipfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from keras_hyperbolic.tasks import TASKS, run_task
 
 PROG = "keras-hyperbolic"
 
@@ -29,160 +29,76 @@ class CommandError(Exception):
     """A bad command line: printed as `keras-hyperbolic: error: ...`, exit status 2."""
 
 
-def repository_root():
-    """The source checkout holding this package, or None when installed elsewhere."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.dirname(here)
-    return root if os.path.isfile(os.path.join(root, "pyproject.toml")) else None
-
-
-def _repo_file(*parts, what):
-    root = repository_root()
-    path = os.path.join(root, *parts) if root else None
-    if path is None or not os.path.isfile(path):
-        raise CommandError(
-            f"{what} needs {'/'.join(parts)} from the keras_hyperbolic source checkout, "
-            f"which was not found{f' at {path}' if path else ''} (the installed package "
-            "does not ship the examples and benchmarks). Clone the repository and "
-            "`pip install -e .` there."
-        )
-    return path
-
-
-def _load_script(path):
-    name = "keras_hyperbolic_script_" + os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, os.path.dirname(path))  # examples import their siblings
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(os.path.dirname(path))
-    return module
-
-
-# === Tasks ===
-
-
-@dataclasses.dataclass
-class Task:
-    script: str  # examples/<script>
-    function: str  # a train function taking keyword arguments, or "main" (argv)
-    model_file: str  # the .keras the example writes under its output directory
-    serving_name: str  # the model's directory name when exported
-    epochs: str  # the keyword / flag(s) --epochs maps to (comma-separated flags)
-    description: str
-    output_flag: str = "--output"
-    quick_flag: str = "--quick"  # empty when the example has no quick mode
-
-
-TASKS = {
-    "video-segmentation": Task(
-        "video_segmentation.py", "train_video_segmentation", "hyperbolic_segmenter.keras",
-        "video_segmenter", "steps",
-        "the main job: 3D HyperbolicSegmenter on a digit video labelled on 3 frames "
-        "(one epoch = one step over the whole video)"),
-    "iunet-segmentation": Task(
-        "iunet_segmentation.py", "main", "invertible_unet.keras", "iunet_segmenter", "steps",
-        "3D InvertibleUNet on the same video task (one epoch = one step)"),
-    "irevnet-digits": Task(
-        "irevnet_digits.py", "main", "irevnet_digits.keras", "irevnet_digits", "epochs",
-        "i-RevNet classifier on scikit-learn digits"),
-    "vae-digits": Task(
-        "vae_digits.py", "main", "vae.keras", "digits_vae", "epochs-select,epochs-refine",
-        "HyperbolicVAE (nonlinear truncated SVD) on scikit-learn digits (--epochs: epochs of "
-        "each of its two stages, column selection and refinement)",
-        output_flag="--out", quick_flag=""),
-    "vae-faces": Task(
-        "vae_faces.py", "main", "vae.keras", "faces_vae", "epochs-select,epochs-refine",
-        "HyperbolicVAE on scikit-image's LFW face crops (--epochs: epochs of each stage)",
-        output_flag="--out", quick_flag=""),
-    "flow-digits": Task(
-        "flow_digits.py", "main", "flow.keras", "digits_flow", "epochs",
-        "ConvFlow normalising flow on scikit-learn digits (dequantised maximum likelihood)",
-        output_flag="--out", quick_flag=""),
-}
-
-
-def _call_task(task, module, args):
-    """Runs the example's training with the command's options; returns its output directory."""
-    function = getattr(module, task.function, None)
-    if function is None and task.function != "main":
-        function = getattr(module, "main", None)
-        if function is None:
-            raise CommandError(
-                f"examples/{task.script} defines neither {task.function}() nor main()."
-            )
-    if function is None or function.__name__ == "main":
-        argv = [task.output_flag, args.output]
-        if args.quick:
-            if not task.quick_flag:
-                raise CommandError(f"the task has no quick mode (examples/{task.script})")
-            argv.append(task.quick_flag)
-        if args.epochs is not None:
-            for flag in task.epochs.split(","):
-                argv += [f"--{flag}", str(args.epochs)]
-        if pyinspect.signature(function).parameters:
-            function(argv)
-        else:  # main() reads sys.argv
-            saved, sys.argv = sys.argv, [task.script] + argv
-            try:
-                function()
-            finally:
-                sys.argv = saved
-        return args.output
-    accepted = pyinspect.signature(function).parameters
-    kwargs = {"output": args.output, "quick": args.quick, "verbose": 1, "seed": args.seed}
-    if args.epochs is not None:
-        kwargs[task.epochs] = args.epochs
-    if "train_unet" in accepted:
-        kwargs["train_unet"] = not args.no_baseline
-    missing = [k for k in (task.epochs,) if args.epochs is not None and k not in accepted]
-    if missing:
-        raise CommandError(f"examples/{task.script}:{task.function}() takes no `{missing[0]}`.")
-    function(**{k: v for k, v in kwargs.items() if k in accepted})
-    return args.output
+# === Train ===
 
 
 def cmd_train(args):
     task = TASKS[args.task]
-    if args.quick and not task.quick_flag and task.function == "main":
-        raise CommandError(f"the task {args.task} has no quick mode (examples/{task.script})")
-    script = _repo_file("examples", task.script, what=f"`train {args.task}`")
     if args.epochs is not None and args.epochs < 1:
         raise CommandError(f"--epochs must be >= 1, got {args.epochs}")
+    options = {}
+    if args.time_budget is not None:
+        if args.time_budget <= 0:
+            raise CommandError(f"--time-budget must be > 0 seconds, got {args.time_budget}")
+        if "time_budget" not in pyinspect.signature(task.load()).parameters:
+            raise CommandError(f"the task {args.task} has no --time-budget option")
+        options["time_budget"] = args.time_budget
+    if args.no_baseline:
+        if "train_unet" not in pyinspect.signature(task.load()).parameters:
+            raise CommandError(f"the task {args.task} trains no baseline (--no-baseline)")
+        options["train_unet"] = False
     if args.export is not None:
-        _check_export_target(args.export, task.serving_name, args.version, args.overwrite)
-    args.output = args.output or os.path.join("outputs", args.task.replace("-", "_"))
-    module = _load_script(script)
-    output = _call_task(task, module, args)
+        _check_export_target(args.export, args.name or task.serving_name, args.version,
+                             args.overwrite)
+    result = run_task(args.task, output=args.output, epochs=args.epochs, quick=args.quick,
+                      seed=args.seed, verbose=args.verbose, **options)
     if args.export is None:
         return 0
-    model_path = os.path.join(output, task.model_file)
-    if not os.path.isfile(model_path):
-        raise CommandError(f"the task did not write {model_path}; nothing to export.")
     from keras_hyperbolic.export import export_saved_model
 
-    model = _load_keras(model_path)
-    path = export_saved_model(model, args.export, args.name or task.serving_name,
+    path = export_saved_model(result["model"], args.export, args.name or task.serving_name,
                               version=args.version, overwrite=args.overwrite)
-    print(f"exported {model_path} to {path}")
+    print(f"exported {result['model_path']} to {path}")
     return 0
 
 
 # === Export ===
 
 
-def _load_keras(path):
+def _load_keras(path, unsafe=False):
+    """The model in `path`, or a one-line CommandError naming the file and the reason."""
     if not os.path.isfile(path):
         raise CommandError(f"no such file: {path}")
     if not path.endswith(".keras"):
-        raise CommandError(f"expected a .keras file, got {path}")
+        raise CommandError(f"{path}: expected a .keras file (a Keras v3 zip archive)")
+    if not zipfile.is_zipfile(path):
+        raise CommandError(f"{path}: not a .keras file (not a zip archive)")
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    if "config.json" not in names:
+        raise CommandError(f"{path}: not a .keras file (the archive has no config.json)")
     import keras
 
     import keras_hyperbolic.models  # noqa: F401  (registers the models for loading)
 
-    return keras.saving.load_model(path, compile=False)
+    if unsafe:  # the user trusts the file: also for copies made from its config later
+        keras.config.enable_unsafe_deserialization()
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+    except ValueError as error:
+        if "safe_mode" in str(error) or "lambda" in str(error).lower():
+            raise CommandError(
+                f"{path}: refused by Keras's safe mode (the file holds Python code, e.g. a "
+                "lambda, that loading would run); pass --unsafe only if you trust the file"
+            ) from None
+        raise CommandError(f"{path}: cannot be loaded ({_one_line(error)})") from None
+    except Exception as error:  # noqa: BLE001  (any loading failure is a bad file)
+        raise CommandError(f"{path}: cannot be loaded ({_one_line(error)})") from None
+
+
+def _one_line(error):
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
 
 
 def _check_export_target(base_dir, name, version, overwrite):
@@ -227,7 +143,15 @@ def cmd_export(args):
             raise CommandError(f"the directory of {args.tflite} does not exist")
         if os.path.exists(args.tflite) and not args.overwrite:
             raise CommandError(f"{args.tflite} already exists; pass --overwrite to replace it")
-    model = _load_keras(args.model)
+    model = _load_keras(args.model, unsafe=args.unsafe)
+    try:
+        _export(model, name, args)
+    except (ValueError, TypeError) as error:  # e.g. an input shape the model does not take
+        raise CommandError(f"{args.model}: cannot be exported ({_one_line(error)})") from None
+    return 0
+
+
+def _export(model, name, args):
     shape = args.input_shape
     if args.saved_model is not None:
         from keras_hyperbolic.export import export_saved_model
@@ -244,7 +168,6 @@ def cmd_export(args):
         path = export_tflite(model, args.tflite, signatures=args.signatures, input_shape=shape,
                              batch_size=args.batch_size, quantize=args.quantize)
         print(f"wrote {path} ({os.path.getsize(path):,} bytes; ops: {', '.join(tflite_ops(path))})")
-    return 0
 
 
 def cmd_serving_config(args):
@@ -273,16 +196,9 @@ def cmd_serving_config(args):
 
 
 def cmd_benchmark_memory(args):
-    script = _repo_file("benchmarks", "memory.py", what="`benchmark memory`")
-    argv = []
-    if args.quick:
-        argv.append("--quick")
-    for flag, values in (("--workloads", args.workloads), ("--depths", args.depths),
-                         ("--modes", args.modes)):
-        if values:
-            argv += [flag, *map(str, values)]
-    argv += ["--repeats", str(args.repeats), "--json", args.json]
-    _load_script(script).main(argv)
+    from keras_hyperbolic.tasks import memory_benchmark
+
+    memory_benchmark.run_from_arguments(args)
     return 0
 
 
@@ -339,52 +255,11 @@ def _inspect_saved_model(version_dir):
         print("  warmup records: none")
 
 
-def memory_estimate(model, input_shape, batch_size=1):
-    """Bytes of weights and of the activations a training step keeps (float32 estimates).
-
-    `stream`: the tensors passed between the blocks of the reversible stacks,
-    which plain autodiff stores (a lower bound: each block also stores its
-    internals), against what the memory-efficient engine keeps (the stacks'
-    outputs and the largest block's input and output while it is rebuilt).
-    """
-    import numpy as np
-
-    from keras_hyperbolic.export._inference import reversible_layers
-
-    parameters = int(model.count_params())
-    info = {"parameters": parameters, "weights_bytes": 4 * parameters,
-            "adam_training_state_bytes": 4 * 3 * parameters}
-    input_shape = (batch_size,) + tuple(input_shape)
-    info["input_bytes"] = 4 * int(np.prod(input_shape))
-    stacks = [s for s in reversible_layers(model)
-              if not any(s is not o and s in o.blocks for o in reversible_layers(model))]
-    plain = efficient = 0
-    for stack in stacks:
-        shape = getattr(stack, "_build_shapes_dict", {}).get("input_shape")
-        if shape is None:
-            continue
-        shape = (batch_size,) + tuple(int(s) for s in shape[1:])
-        # Rescale the built spatial sizes to the requested input's.
-        built = model._build_shapes_dict.get("input_shape") if hasattr(model, "_build_shapes_dict") else None
-        if built and len(built) == len(input_shape) and all(built[1:-1]):
-            factors = [n / b for n, b in zip(input_shape[1:-1], built[1:-1])]
-            shape = (batch_size,) + tuple(int(round(s * f)) for s, f in zip(shape[1:-1], factors)) + shape[-1:]
-        sizes = [int(np.prod(shape))]
-        for block in stack.blocks:
-            shape = tuple(block.compute_output_shape(shape))
-            sizes.append(int(np.prod(shape)))
-        plain += 4 * sum(sizes)
-        efficient += 4 * (sizes[-1] + 2 * max(sizes))
-    info["stream_bytes_plain_autodiff"] = plain
-    info["stream_bytes_memory_efficient"] = efficient
-    return info
-
-
-def _inspect_keras(path, input_shape, batch_size):
+def _inspect_keras(path, input_shape, batch_size, unsafe=False):
     from keras_hyperbolic.export._inference import built_input_shape, model_family
     from keras_hyperbolic.export.signatures import endpoints
 
-    model = _load_keras(path)
+    model = _load_keras(path, unsafe=unsafe)
     family = model_family(model)
     built = built_input_shape(model)
     trainable = sum(int(v.numpy().size) for v in model.trainable_weights)
@@ -399,7 +274,13 @@ def _inspect_keras(path, input_shape, batch_size):
     if any(s is None for s in shape):
         raise CommandError(f"give --input-shape for the memory estimate (the model takes "
                            f"{_format_shape(built)})")
-    info = memory_estimate(model, shape, batch_size)
+    from keras_hyperbolic.profiling import memory_estimate
+
+    try:
+        info = memory_estimate(model, shape, batch_size)
+    except ValueError as error:
+        raise CommandError(f"{path}: input shape {_format_shape(shape)} does not fit the "
+                           f"model ({_one_line(error)})") from None
     mib = 2**20
     print(f"  memory estimate for input {_format_shape((batch_size,) + tuple(shape))} (float32):")
     print(f"    weights {info['weights_bytes'] / mib:.2f} MiB; with gradients and Adam "
@@ -443,7 +324,7 @@ def cmd_inspect(args):
                 print(f"    output {key}: {detail['dtype'].__name__} {_format_shape(detail['shape'])}")
         print(f"  ops: {', '.join(tflite_ops(path))}")
         return 0
-    _inspect_keras(path, args.input_shape, args.batch_size)
+    _inspect_keras(path, args.input_shape, args.batch_size, args.unsafe)
     return 0
 
 
@@ -460,27 +341,33 @@ def build_parser():
     commands.required = True
 
     train = commands.add_parser(
-        "train", help="train one of the examples' tasks",
-        description="Train one of the examples' tasks with Keras progress bars; optionally "
-        "export the trained model as a TF Serving SavedModel.",
+        "train", help="train one of the package's tasks on real data",
+        description="Train one of the package's tasks (keras_hyperbolic.tasks) with Keras "
+        "progress bars; optionally export the trained model as a TF Serving SavedModel.",
         epilog="Tasks:\n" + "\n".join(f"  {n}: {t.description}" for n, t in TASKS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("task", choices=sorted(TASKS), metavar="task",
                        help="one of: " + ", ".join(sorted(TASKS)))
-    train.add_argument("--epochs", type=int, default=None,
-                       help="training epochs (the video tasks: steps over the one video)")
+    train.add_argument("--epochs", "--steps", dest="epochs", type=int, default=None,
+                       help="training epochs (the video tasks: steps over the one video); "
+                       "default: the task's")
+    train.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                       help="video tasks: stop training after this many seconds (default: "
+                       "never; the summary says when it cut training)")
     train.add_argument("--output", default=None,
-                       help="directory for the example's outputs (default outputs/<task>)")
+                       help="directory for the task's outputs (default outputs/<task>)")
     train.add_argument("--export", default=None, metavar="DIR",
                        help="export the trained model to DIR/<name>/<version> for TF Serving")
     train.add_argument("--name", default=None, help="model name when exporting")
     train.add_argument("--version", type=int, default=None, help="version when exporting")
     train.add_argument("--overwrite", action="store_true", help="replace an existing version")
-    train.add_argument("--quick", action="store_true", help="the example's CI-sized run")
+    train.add_argument("--quick", action="store_true", help="the task's CI-sized run (seconds)")
     train.add_argument("--no-baseline", action="store_true",
                        help="skip the baseline network where the task trains one")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                       help="Keras progress: 0 silent, 1 progress bar (default), 2 a line per epoch")
     train.set_defaults(handler=cmd_train)
 
     export = commands.add_parser(
@@ -502,6 +389,9 @@ def build_parser():
     export.add_argument("--signatures", nargs="+", help="TFLite signatures to include")
     export.add_argument("--base-path-prefix", default="/models",
                         help="where the server sees the SavedModel directory (models.config)")
+    export.add_argument("--unsafe", action="store_true",
+                        help="load with Keras's safe mode off (runs Python code stored in the "
+                        "file, e.g. lambdas): only for files you trust")
     export.set_defaults(handler=cmd_export)
 
     config = commands.add_parser(
@@ -523,14 +413,11 @@ def build_parser():
         "memory", help="peak memory and step time: plain vs remat vs reversible",
         description="Peak memory and time of one training step over a stack of coupling "
         "blocks: plain autodiff, keras.remat and the memory-efficient ReversibleSequence "
-        "(benchmarks/memory.py; each configuration in its own process).",
+        "(keras_hyperbolic.tasks.memory_benchmark; each configuration in its own process).",
     )
-    memory.add_argument("--quick", action="store_true", help="tiny workload (seconds)")
-    memory.add_argument("--workloads", nargs="+", choices=["2d", "3d", "quick"])
-    memory.add_argument("--depths", nargs="+", type=int)
-    memory.add_argument("--modes", nargs="+", choices=["plain", "remat", "reversible"])
-    memory.add_argument("--repeats", type=int, default=3)
-    memory.add_argument("--json", default="benchmark_memory.json", help="results file")
+    from keras_hyperbolic.tasks.memory_benchmark import argument_parser
+
+    argument_parser(memory)
     memory.set_defaults(handler=cmd_benchmark_memory)
 
     inspect = commands.add_parser(
@@ -543,6 +430,8 @@ def build_parser():
     inspect.add_argument("--input-shape", type=_parse_shape, metavar="D1,...,C",
                          help="input size for the memory estimate (without batch)")
     inspect.add_argument("--batch-size", type=int, default=1)
+    inspect.add_argument("--unsafe", action="store_true",
+                         help="load a .keras with Keras's safe mode off (only for trusted files)")
     inspect.set_defaults(handler=cmd_inspect)
     return parser
 

@@ -12,6 +12,7 @@ nor traced functions of one configuration leak into another.
 """
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -61,10 +62,16 @@ def measure_step(step_fn, repeats=3, warmup=1, device="CPU:0"):
     }
 
 
-def run_worker(argv, timeout=1800):
-    """Runs `python argv...` in a fresh process and parses the last JSON line it prints."""
+def run_worker(argv, timeout=1800, env=None):
+    """Runs `python argv...` in a fresh process and parses the last JSON line it prints.
+
+    The worker gets this process's environment (or `env`), with oneDNN on unless
+    that environment says otherwise (`keras_hyperbolic.runtime`).
+    """
+    env = dict(os.environ if env is None else env)
+    env.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     completed = subprocess.run(
-        [sys.executable, *argv], capture_output=True, text=True, timeout=timeout
+        [sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if completed.returncode != 0 or not lines:
@@ -77,3 +84,131 @@ def run_worker(argv, timeout=1800):
 
 def megabytes(num_bytes):
     return num_bytes / 2**20
+
+
+# === A training step's memory, measured ===
+
+
+def allocator_available(device="CPU:0"):
+    """Whether TensorFlow's allocator keeps statistics for `device` in this process."""
+    try:
+        tf.config.experimental.reset_memory_stats(device)
+        tf.config.experimental.get_memory_info(device)
+        return True
+    except (ValueError, RuntimeError, tf.errors.OpError):
+        return False
+
+
+def _step_memory_here(model, inputs, targets, sample_weight):
+    model.train_on_batch(inputs, targets, sample_weight=sample_weight)  # traced, optimizer built
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    model.train_on_batch(inputs, targets, sample_weight=sample_weight)
+    peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+    return {"peak_mb": megabytes(peak), "step_extra_mb": megabytes(peak - before)}
+
+
+def training_step_memory(model, inputs, targets, sample_weight=None):
+    """Peak memory of one `train_on_batch` of a compiled model, always as numbers.
+
+    Measured with TensorFlow's allocator statistics for CPU:0. Where this
+    process has none (oneDNN off, TensorFlow's default on CPUs without
+    AVX-512), the model (saved as `.keras` with its compile config), the batch
+    and the optimizer's class and config go to a fresh process with oneDNN on,
+    which measures the same step there. One warm-up step runs first (tracing,
+    optimizer slots); the model passed in is not trained by the fallback.
+
+    Returns:
+        `{"peak_mb", "step_extra_mb", "source"}`: the step's allocator peak,
+        that peak minus the bytes in use before the step (weights, optimizer
+        state), and "allocator" or "allocator (subprocess with oneDNN on)".
+    """
+    if allocator_available():
+        return {**_step_memory_here(model, inputs, targets, sample_weight), "source": "allocator"}
+    import os
+    import tempfile
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="keras_hyperbolic_memory_") as scratch:
+        model_path = os.path.join(scratch, "model.keras")
+        model.save(model_path)
+        arrays = {"inputs": np.asarray(inputs), "targets": np.asarray(targets)}
+        if sample_weight is not None:
+            arrays["sample_weight"] = np.asarray(sample_weight)
+        np.savez(os.path.join(scratch, "batch.npz"), **arrays)
+        result = run_worker(["-m", "keras_hyperbolic.profiling", "step-memory", scratch],
+                            env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1"})
+    return {**result, "source": "allocator (subprocess with oneDNN on)"}
+
+
+def _step_memory_worker(scratch):
+    import os
+
+    import keras
+    import numpy as np
+
+    import keras_hyperbolic.models  # noqa: F401  (registers the models for loading)
+
+    model = keras.saving.load_model(os.path.join(scratch, "model.keras"))
+    batch = np.load(os.path.join(scratch, "batch.npz"))
+    result = _step_memory_here(model, batch["inputs"], batch["targets"],
+                               batch["sample_weight"] if "sample_weight" in batch else None)
+    print(json.dumps(result))
+
+
+# === A training step's memory, estimated ===
+
+
+def memory_estimate(model, input_shape, batch_size=1):
+    """Bytes of weights and of the activations a training step keeps (float32 estimates).
+
+    A copy of the model (from its config) is built for the requested input, so
+    every reversible stack's input shape is the one that input gives. `stream`:
+    the tensors passed between the blocks of the reversible stacks, which plain
+    autodiff stores (a lower bound: each block also stores its internals),
+    against what the memory-efficient engine keeps (the stacks' outputs and the
+    largest block's input and output while it is rebuilt).
+
+    Args:
+        model: a keras_hyperbolic model (or any model whose config rebuilds it).
+        input_shape: the input shape without the batch axis.
+        batch_size: the batch size of the step.
+
+    Returns:
+        A dict: `parameters`, `weights_bytes`, `adam_training_state_bytes`,
+        `input_bytes`, `stream_bytes_plain_autodiff`, `stream_bytes_memory_efficient`.
+    """
+    import numpy as np
+
+    from keras_hyperbolic.reversible import ReversibleSequence
+
+    shape = (batch_size,) + tuple(int(s) for s in input_shape)
+    copy = type(model).from_config(model.get_config())
+    copy.build(shape)
+    parameters = int(copy.count_params())
+    stacks = [layer for layer in copy._flatten_layers(include_self=False, recursive=True)
+              if isinstance(layer, ReversibleSequence)]
+    nested = {id(block) for stack in stacks for block in stack.blocks}
+    plain = efficient = 0
+    for stack in (s for s in stacks if id(s) not in nested):
+        stream = (batch_size,) + tuple(stack.built_input_shape[1:])
+        sizes = [int(np.prod(stream))]
+        for block in stack.blocks:
+            stream = tuple(block.compute_output_shape(stream))
+            sizes.append(int(np.prod(stream)))
+        plain += 4 * sum(sizes)
+        efficient += 4 * (sizes[-1] + 2 * max(sizes))
+    return {
+        "parameters": parameters,
+        "weights_bytes": 4 * parameters,
+        "adam_training_state_bytes": 4 * 3 * parameters,
+        "input_bytes": 4 * int(np.prod(shape)),
+        "stream_bytes_plain_autodiff": plain,
+        "stream_bytes_memory_efficient": efficient,
+    }
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["step-memory"]:
+        _step_memory_worker(sys.argv[2])

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -12,6 +13,8 @@ import pytest
 import tensorflow as tf
 
 from keras_hyperbolic import cli
+from keras_hyperbolic.profiling import memory_estimate
+from keras_hyperbolic.tasks import memory_benchmark
 from keras_hyperbolic.export.serving_config import read_models_config
 from keras_hyperbolic.models import HyperbolicSegmenter
 
@@ -135,8 +138,8 @@ def test_export_inspect_and_serving_config(keras_file, tmp_path, capsys):
 
 def test_memory_estimate_scales_with_input(keras_file):
     _, model = keras_file
-    small = cli.memory_estimate(model, (16, 16, 3))
-    large = cli.memory_estimate(model, (32, 32, 3), batch_size=2)
+    small = memory_estimate(model, (16, 16, 3))
+    large = memory_estimate(model, (32, 32, 3), batch_size=2)
     assert large["input_bytes"] == 8 * small["input_bytes"]
     assert large["stream_bytes_plain_autodiff"] == 8 * small["stream_bytes_plain_autodiff"]
     assert small["stream_bytes_memory_efficient"] < small["stream_bytes_plain_autodiff"]
@@ -146,18 +149,14 @@ def test_memory_estimate_scales_with_input(keras_file):
 def test_benchmark_memory_forwards_options(monkeypatch, capsys):
     seen = {}
 
-    class FakeBenchmark:
-        @staticmethod
-        def main(argv):
-            seen["argv"] = argv
+    def fake_benchmark(*args):
+        seen["args"] = args
 
-    monkeypatch.setattr(cli, "_load_script", lambda path: FakeBenchmark)
+    monkeypatch.setattr(memory_benchmark, "run_memory_benchmark", fake_benchmark)
     status, _, _ = _run(["benchmark", "memory", "--quick", "--depths", "2", "4",
                          "--modes", "plain", "reversible", "--json", "out.json"], capsys)
     assert status == 0
-    assert seen["argv"] == ["--quick", "--depths", "2", "4", "--modes", "plain", "reversible",
-                            "--repeats", "3", "--json", "out.json"]
-    assert os.path.isfile(os.path.join(cli.repository_root(), "benchmarks", "memory.py"))
+    assert seen["args"] == (["2d"], [2, 4], ["plain", "reversible"], 3, "out.json", True)
 
 
 def test_train_quick_task_and_export(tmp_path, capsys):
@@ -168,14 +167,136 @@ def test_train_quick_task_and_export(tmp_path, capsys):
     with open(os.path.join(output, "metrics.json")) as handle:
         metrics = json.load(handle)
     assert metrics["hyperbolic"]["steps"] == 2
+    assert metrics["hyperbolic"]["stopped_by_time_budget"] is False
     assert "unet" not in metrics
     version = os.path.join(served, "video_segmenter", "1")
     assert os.path.isfile(os.path.join(version, "saved_model.pb"))
     assert f"exported {os.path.join(output, 'hyperbolic_segmenter.keras')}" in out
 
 
-def test_task_without_quick_mode_is_refused_before_training(tmp_path, monkeypatch, capsys):
+def test_time_budget_cut_is_reported(tmp_path, capsys):
+    output = str(tmp_path / "out")
+    status, out, err = _run(["train", "video-segmentation", "--quick", "--no-baseline",
+                             "--epochs", "6", "--time-budget", "1e-6", "--output", output],
+                            capsys)
+    assert status == 0, err
+    with open(os.path.join(output, "metrics.json")) as handle:
+        metrics = json.load(handle)
+    assert metrics["hyperbolic"]["steps"] == 1  # the budget is checked after each step
+    assert metrics["hyperbolic"]["stopped_by_time_budget"] is True
+    assert "STOPPED BY THE TIME BUDGET after 1 of 6 steps" in out
+    assert "NOTE: hyperbolic was cut by the time budget" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "irevnet-digits", "--time-budget", "10"], "no --time-budget option"),
+    (["train", "flow-digits", "--no-baseline"], "trains no baseline"),
+    (["train", "video-segmentation", "--time-budget", "0"], "--time-budget must be > 0"),
+    (["train", "vae-digits", "--epochs", "0"], "--epochs must be >= 1"),
+])
+def test_task_options_refused_before_training(argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    status, _, err = _run(["train", "vae-digits", "--quick", "--output", "out"], capsys)
-    assert status == 2 and "no quick mode" in err
+    status, _, err = _run(argv + ["--output", "out"], capsys)
+    assert status == 2 and message in err
     assert os.listdir(tmp_path) == []
+
+
+def _bad_model_files(directory):
+    text = os.path.join(directory, "notes.keras")
+    with open(text, "w") as handle:
+        handle.write("not a model")
+    empty_zip = os.path.join(directory, "empty.keras")
+    with zipfile.ZipFile(empty_zip, "w") as archive:
+        archive.writestr("readme.txt", "no config")
+    inputs = keras.Input((4,))
+    lambda_model = keras.Model(inputs, keras.layers.Lambda(lambda t: 2.0 * t)(inputs))
+    with_lambda = os.path.join(directory, "lambda.keras")
+    lambda_model.save(with_lambda)
+    h5 = os.path.join(directory, "model.h5")
+    with open(h5, "w") as handle:
+        handle.write("x")
+    return {"not a zip archive": text, "has no config.json": empty_zip,
+            "refused by Keras's safe mode": with_lambda, "expected a .keras file": h5}
+
+
+@pytest.mark.parametrize("command", ["export", "inspect"])
+def test_bad_model_files_are_one_line_errors(command, tmp_path, capsys):
+    for reason, path in _bad_model_files(str(tmp_path)).items():
+        argv = [command, path] + (["--saved-model", str(tmp_path / "served")]
+                                  if command == "export" else [])
+        status, out, err = _run(argv, capsys)
+        assert status == 2, (reason, out)
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert path in err and reason in err, err
+    assert not os.path.exists(tmp_path / "served")
+
+
+def test_unsafe_flag_loads_a_trusted_lambda(tmp_path, capsys):
+    path = _bad_model_files(str(tmp_path))["refused by Keras's safe mode"]
+    status, out, err = _run(["inspect", path, "--unsafe"], capsys)
+    assert status == 0, err
+    assert "parameters: 0" in out
+
+
+def test_wrong_input_shape_is_a_one_line_error(keras_file, tmp_path, capsys):
+    path, _ = keras_file
+    status, _, err = _run(["inspect", path, "--input-shape", "15,16,3"], capsys)
+    assert status == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert path in err and "15" in err
+    status, _, err = _run(["export", path, "--tflite", str(tmp_path / "m.tflite"),
+                           "--input-shape", "15,16,3"], capsys)
+    assert status == 2 and "Traceback" not in err and path in err
+    assert not os.path.exists(tmp_path / "m.tflite")
+
+
+def _command_onednn(env_value, tmp_path):
+    """What `keras-hyperbolic` reports for oneDNN with TF_ENABLE_ONEDNN_OPTS=env_value (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if env_value is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = env_value
+    output = str(tmp_path / f"out_{env_value}")
+    completed = subprocess.run(
+        [CONSOLE_SCRIPT, "train", "video-segmentation", "--quick", "--no-baseline", "--epochs",
+         "1", "--verbose", "0", "--output", output],
+        capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp_path))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    with open(os.path.join(output, "metrics.json")) as handle:
+        return json.load(handle)["onednn"], completed.stderr
+
+
+def test_command_turns_onednn_on_when_unset(tmp_path):
+    onednn, _ = _command_onednn(None, tmp_path)
+    assert onednn is True
+
+
+def test_command_keeps_a_users_onednn_off(tmp_path):
+    onednn, stderr = _command_onednn("0", tmp_path)
+    assert onednn is False
+    assert "oneDNN CPU path is off" in stderr  # the one-time warning, with the remedy
+    assert "TF_ENABLE_ONEDNN_OPTS=1" in stderr
+
+
+def test_installed_package_trains_and_exports_without_the_checkout(tmp_path):
+    """`pip install .` (not editable) and the command run from elsewhere: no checkout needed."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(cli.__file__)))
+    target = str(tmp_path / "site")
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", target, root], capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": target}
+    where = subprocess.run(
+        [sys.executable, "-c", "import keras_hyperbolic, sys; print(keras_hyperbolic.__file__); "
+         "print(any(p.endswith('examples') for p in sys.path))"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=str(work))
+    assert where.stdout.splitlines()[-2].startswith(target), where.stdout
+    assert not os.path.exists(os.path.join(target, "examples"))
+    completed = subprocess.run(
+        [os.path.join(target, "bin", "keras-hyperbolic"), "train", "video-segmentation",
+         "--quick", "--no-baseline", "--verbose", "0", "--export", "served"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=str(work))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert os.path.isfile(work / "served" / "video_segmenter" / "1" / "saved_model.pb")
+    assert os.path.isfile(work / "outputs" / "video_segmentation" / "metrics.json")

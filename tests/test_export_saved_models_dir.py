@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_hyperbolic.cli import repository_root
 from keras_hyperbolic.export import (
     export_saved_model,
     model_from_metadata,
@@ -17,11 +16,11 @@ from keras_hyperbolic.export import (
 from keras_hyperbolic.export.serving_config import read_models_config, version_dirs
 from keras_hyperbolic.models import get_preset
 
-ROOT = os.path.join(repository_root(), "saved_models")
-#: name -> (class, the example that produces it)
+ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models")
+#: name -> (class, the task that produces it: `keras-hyperbolic train <task> --export saved_models`)
 MODELS = {
-    "video_segmenter": ("HyperbolicSegmenter", "examples/video_segmentation.py"),
-    "digits_vae": ("HyperbolicVAE", "examples/vae_digits.py"),
+    "video_segmenter": ("HyperbolicSegmenter", "video-segmentation"),
+    "digits_vae": ("HyperbolicVAE", "vae-digits"),
 }
 MAX_TOTAL_BYTES = 8 * 2**20
 

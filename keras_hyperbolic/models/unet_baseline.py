@@ -3,7 +3,26 @@
 import keras
 
 from keras_hyperbolic.models.hyperbolic_segmenter import check_divisible_input
-from keras_hyperbolic.validation import check_activation, check_positive_int, check_rank
+from keras_hyperbolic.validation import (
+    check_activation,
+    check_choice,
+    check_positive_int,
+    check_rank,
+)
+
+NORMALIZATIONS = ("group", "instance", "batch")
+
+
+def _normalization(kind, channels):
+    if kind == "batch":
+        # Synchronized: the global batch's statistics under tf.distribute.
+        return keras.layers.BatchNormalization(synchronized=True)
+    if kind == "instance":
+        return keras.layers.GroupNormalization(groups=channels)
+    # Up to 8 groups of at least 2 channels each (Wu & He's default is 32 groups
+    # of wider layers; the baselines here have 2-160 channels).
+    divisors = [g for g in (8, 4, 2) if channels % g == 0 and channels // g >= 2]
+    return keras.layers.GroupNormalization(groups=divisors[0] if divisors else 1)
 
 _CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
 _CONV_T = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
@@ -15,8 +34,8 @@ _UP = {1: keras.layers.UpSampling1D, 2: keras.layers.UpSampling2D, 3: keras.laye
 class BaselineUNet(keras.Model):
     """A plain U-Net (Ronneberger et al.), 1D/2D/3D, trained with ordinary autodiff.
 
-    Each level has `convs_per_level` blocks of convolution -> batch
-    normalisation -> activation; max pooling goes down, up-sampling followed
+    Each level has `convs_per_level` blocks of convolution -> normalisation
+    -> activation; max pooling goes down, up-sampling followed
     by a convolution goes up, and the skip connection is a channel
     concatenation. Channels double at every level. A 1x1 convolution maps to
     class logits. It stores every activation for backprop: the baseline
@@ -30,6 +49,11 @@ class BaselineUNet(keras.Model):
         convs_per_level: convolution blocks per level and side.
         kernel_size: kernel size of the convolutions.
         activation: activation after each normalisation.
+        normalization: `"group"` (default), `"instance"` or `"batch"`. Group and
+            instance norm use each sample's own statistics, so they behave the
+            same at batch size 1 and at inference; batch norm at batch size 1
+            (the video tasks) trains on one sample's statistics and predicts with
+            moving averages, which handicaps the baseline.
         **kwargs: base `keras.Model` arguments.
 
     Input shape:
@@ -60,6 +84,7 @@ class BaselineUNet(keras.Model):
         convs_per_level=2,
         kernel_size=3,
         activation="relu",
+        normalization="group",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -71,14 +96,14 @@ class BaselineUNet(keras.Model):
         self.kernel_size = check_positive_int(kernel_size, "kernel_size")
         check_activation(activation)
         self.activation = activation
+        self.normalization = check_choice(normalization, NORMALIZATIONS, "normalization")
 
         # === Layers ===
         def conv_block(channels, name):
             return keras.Sequential(
                 [
                     _CONV[self.rank](channels, self.kernel_size, padding="same", use_bias=False),
-                    # Synchronized: the global batch's statistics under tf.distribute.
-                    keras.layers.BatchNormalization(synchronized=True),
+                    _normalization(self.normalization, channels),
                     keras.layers.Activation(activation),
                 ],
                 name=name,
@@ -142,6 +167,7 @@ class BaselineUNet(keras.Model):
                 "convs_per_level": self.convs_per_level,
                 "kernel_size": self.kernel_size,
                 "activation": self.activation,
+                "normalization": self.normalization,
             }
         )
         return config

@@ -139,6 +139,8 @@ class ReversibleSequence(InvertibleLayer):
 
     def build(self, input_shape):
         shape = tuple(input_shape)
+        #: The input shape the stack was built for (read by memory estimates).
+        self.built_input_shape = shape
         for layer in self.blocks:
             if not layer.built:
                 layer.build(shape)
