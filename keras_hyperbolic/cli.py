@@ -349,7 +349,7 @@ def memory_estimate(model, input_shape, batch_size=1):
     """
     import numpy as np
 
-    from keras_hyperbolic.export._inference import reversible_layers
+    from keras_hyperbolic.reversible import reversible_layers
 
     parameters = int(model.count_params())
     info = {"parameters": parameters, "weights_bytes": 4 * parameters,
@@ -381,8 +381,8 @@ def memory_estimate(model, input_shape, batch_size=1):
 
 
 def _inspect_keras(path, input_shape, batch_size):
-    from keras_hyperbolic.export._inference import built_input_shape, model_family
-    from keras_hyperbolic.export.signatures import endpoints
+    from keras_hyperbolic.export import endpoints, model_family
+    from keras_hyperbolic.models.serving import built_input_shape
 
     model = _load_keras(path)
     family = model_family(model)
