@@ -256,8 +256,8 @@ def _inspect_saved_model(version_dir):
 
 
 def _inspect_keras(path, input_shape, batch_size, unsafe=False):
-    from keras_hyperbolic.export._inference import built_input_shape, model_family
-    from keras_hyperbolic.export.signatures import endpoints
+    from keras_hyperbolic.export import endpoints, model_family
+    from keras_hyperbolic.models.serving import built_input_shape
 
     model = _load_keras(path, unsafe=unsafe)
     family = model_family(model)

@@ -181,14 +181,13 @@ def memory_estimate(model, input_shape, batch_size=1):
     """
     import numpy as np
 
-    from keras_hyperbolic.reversible import ReversibleSequence
+    from keras_hyperbolic.reversible import reversible_layers
 
     shape = (batch_size,) + tuple(int(s) for s in input_shape)
     copy = type(model).from_config(model.get_config())
     copy.build(shape)
     parameters = int(copy.count_params())
-    stacks = [layer for layer in copy._flatten_layers(include_self=False, recursive=True)
-              if isinstance(layer, ReversibleSequence)]
+    stacks = reversible_layers(copy)
     nested = {id(block) for stack in stacks for block in stack.blocks}
     plain = efficient = 0
     for stack in (s for s in stacks if id(s) not in nested):

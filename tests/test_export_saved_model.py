@@ -2,8 +2,10 @@
 records, PredictRequest/PredictResponse, models.config, versioning and bad input."""
 
 import hashlib
+import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -14,14 +16,19 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
 from keras_hyperbolic.export import (
+    endpoints,
     export_saved_model,
+    export_tflite,
+    model_family,
     predict,
     read_metadata,
     read_warmup_requests,
     sample_latent,
+    warmup,
 )
 from keras_hyperbolic.export.serving_config import read_models_config
 from keras_hyperbolic.models import HyperbolicSegmenter
+from keras_hyperbolic.models import serving
 from keras_hyperbolic.models.hyperbolic_vae import HyperbolicVAE
 
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -256,6 +263,8 @@ def test_models_config_batching_and_metadata(exported):
         metadata = read_metadata(path)
         model = exported["models"][name]
         assert metadata["model"]["class_name"] == type(model).__name__
+        assert metadata["family"] == {"seg2d": "segmentation", "seg3d": "segmentation",
+                                      "vae": "vae"}[name]
         assert metadata["parameters"] == model.count_params()
         json.dumps(metadata)
     # The exported config rebuilds the same architecture.
@@ -318,3 +327,134 @@ def test_flow_signatures_log_prob_and_sample(tmp_path):
                                flow.inverse(z).numpy(), atol=1e-5)
     for log in read_warmup_requests(path):
         predict(loaded, log.predict_log.request)
+
+
+class Denoiser(keras.Model):
+    """A user's model that declares its own signatures (two, the second not for TFLite)."""
+
+    serving_family = "denoising"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(2, 3, padding="same")
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+
+    def call(self, inputs, training=None):
+        return inputs - self.conv(inputs)
+
+    def get_config(self):
+        return {"name": self.name}
+
+    def serving_endpoints(self, input_shape=None, dynamic_spatial=True, batch_size=None):
+        spec, examples = serving.image_input(self, input_shape, dynamic_spatial, batch_size)
+
+        def denoise(images):
+            return {"denoised": self(images, training=False)}
+
+        def noise_energy(images):
+            residual = images - self(images, training=False)
+            return {"energy": tf.reduce_sum(tf.square(residual), axis=[1, 2, 3])}
+
+        return {
+            "denoise": serving.Endpoint("denoise", denoise, [spec], examples, ("denoised",)),
+            "noise_energy": serving.Endpoint("noise_energy", noise_energy, [spec], examples,
+                                             ("energy",), tflite=False),
+        }
+
+
+def test_user_model_exports_the_signatures_it_declares(tmp_path):
+    keras.utils.set_random_seed(3)
+    model = Denoiser()
+    model.build((None, 8, 8, 2))
+    path = export_saved_model(model, str(tmp_path), "denoiser")
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {"denoise", "noise_energy", "serving_default"}
+    default = loaded.signatures["serving_default"]
+    assert set(default.structured_outputs) == {"denoised"}  # the first declared endpoint
+    assert default.structured_input_signature[1]["images"].shape.as_list() == [None, None, None, 2]
+    x = np.random.default_rng(0).random((3, 12, 4, 2), dtype=np.float32)
+    np.testing.assert_allclose(default(images=x)["denoised"].numpy(), model(x).numpy(),
+                               atol=1e-6)
+    np.testing.assert_allclose(loaded.signatures["noise_energy"](images=x)["energy"].numpy(),
+                               np.sum(np.square(model.conv(x).numpy()), axis=(1, 2, 3)),
+                               rtol=1e-5)
+    assert read_metadata(path)["family"] == "denoising"
+    assert {log.predict_log.request.model_spec.signature_name
+            for log in read_warmup_requests(path)} == {"denoise", "noise_energy"}
+    # TFLite takes the endpoints the model marks `tflite=True`.
+    from ai_edge_litert.interpreter import Interpreter
+
+    tflite = export_tflite(model, str(tmp_path / "denoiser.tflite"))
+    assert set(Interpreter(model_path=tflite).get_signature_list()) == {"denoise"}
+
+
+def test_model_without_serving_endpoints_gets_the_generic_signature(tmp_path):
+    """Only `serving_endpoints` matters: not the class name, not VAE-like methods."""
+
+    class HyperbolicVAE(keras.Model):  # a package model's name, on purpose
+        latent_dim = 4
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(3)
+
+        def build(self, input_shape):
+            self.dense.build(input_shape)
+
+        def call(self, inputs, training=None):
+            return self.dense(inputs)
+
+        def encode(self, x, training=False):
+            return self(x)
+
+        def decode(self, z, training=False):
+            return z
+
+        def get_config(self):
+            return {"name": self.name}
+
+    model = HyperbolicVAE()
+    model.build((None, 5))
+    assert model_family(model) == "generic"
+    path = export_saved_model(model, str(tmp_path), "impostor", warmup_requests=False)
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {"serving_default"}
+    function = loaded.signatures["serving_default"]
+    assert function.structured_input_signature[1]["inputs"].shape.as_list() == [None, 5]
+    x = np.random.default_rng(1).random((2, 5), dtype=np.float32)
+    np.testing.assert_allclose(function(inputs=x)["outputs"].numpy(), model(x).numpy(),
+                               atol=1e-6)
+    assert read_metadata(path)["family"] == "generic"
+
+
+def test_renamed_subclass_keeps_its_family_signatures():
+    renamed = type("MyRenamedNet", (HyperbolicSegmenter,), {})
+    model = renamed(num_classes=2, rank=2, width=4, units=[(1, "down"), (1, "up")])
+    model.build((None, 16, 16, 1))
+    assert model_family(model) == "segmentation"
+    (endpoint,) = endpoints(model).values()
+    assert endpoint.name == "serving_default"
+    assert endpoint.output_names == ("probabilities", "labels")
+
+
+def test_bad_serving_endpoints_are_refused_before_writing(tmp_path):
+    class Broken(Denoiser):
+        def serving_endpoints(self, **kwargs):
+            return {"a": lambda images: images}
+
+    model = Broken()
+    model.build((None, 4, 4, 2))
+    with pytest.raises(TypeError, match="serving_endpoints"):
+        export_saved_model(model, str(tmp_path / "serving"), "broken", warmup_requests=False)
+    assert not (tmp_path / "serving").exists()
+
+
+def test_missing_serving_api_message_names_a_real_argument(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_serving.apis", None)
+    with pytest.raises(ImportError) as error:
+        warmup.serving_apis()
+    named = re.findall(r"pass `?(\w+)=False", str(error.value))
+    assert named, str(error.value)
+    assert set(named) <= set(inspect.signature(export_saved_model).parameters)

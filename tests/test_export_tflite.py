@@ -10,9 +10,10 @@ from ai_edge_litert.interpreter import Interpreter
 
 from keras_hyperbolic import layers as khl
 from keras_hyperbolic.export import export_tflite, tflite_ops
-from keras_hyperbolic.export.tflite import FoldedPooling, folded_poolings
+from keras_hyperbolic.layers.pooling import constant_kernels
 from keras_hyperbolic.models import HyperbolicSegmenter
 from keras_hyperbolic.models.hyperbolic_vae import HyperbolicVAE
+from keras_hyperbolic.ops import wavelets as wavelet_ops
 
 #: Float32 export: the folded graph is the same maths in another order.
 TOLERANCE = 1e-4
@@ -112,7 +113,7 @@ def test_vae_decoder_quantized_within_stated_tolerance(vae, tmp_path):
     ],
     ids=lambda v: type(v).__name__ if not isinstance(v, int) else str(v),
 )
-def test_folded_pooling_equals_layer_both_ways(layer, rank):
+def test_constant_kernels_equal_layer_both_ways(layer, rank):
     fine = (2,) + (8,) * rank + (3,)
     coarse = (2,) + (4,) * rank + (3 * 2**rank,)
     layer.build(coarse if layer.upsample else fine)
@@ -120,14 +121,46 @@ def test_folded_pooling_equals_layer_both_ways(layer, rank):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(fine).astype(np.float32)
     y = rng.standard_normal(coarse).astype(np.float32)
-    folded = FoldedPooling(layer)
-    np.testing.assert_allclose(folded.down(x), layer._down(x), atol=1e-5)
-    np.testing.assert_allclose(folded.up(y), layer._up(y), atol=1e-5)
-    inputs = y if layer.upsample else x
-    reference = layer(inputs).numpy()
-    with folded_poolings(layer):
+    inputs, outputs = (y, x) if layer.upsample else (x, y)
+    reference, reference_inverse = layer(inputs).numpy(), layer.inverse(outputs).numpy()
+    kernel = layer.constant_kernel()
+    taps = 4 if getattr(layer, "wavelet", "haar") != "haar" else 2
+    assert kernel.shape == (taps,) * rank + (3, 3 * 2**rank) and kernel.dtype == np.float64
+    # The pooling is the periodic strided convolution with that kernel.
+    pooled = wavelet_ops.periodic_conv(tf.constant(x, tf.float64), kernel, rank)
+    expected = layer.inverse(x) if layer.upsample else layer(x)
+    np.testing.assert_allclose(pooled.numpy(), expected.numpy(), atol=1e-5)
+    with constant_kernels():
         np.testing.assert_allclose(layer(inputs).numpy(), reference, atol=1e-5)
-    assert "_down" not in vars(layer)  # restored
+        np.testing.assert_allclose(layer.inverse(outputs).numpy(), reference_inverse, atol=1e-5)
+        traced = tf.function(lambda t: layer(t), autograph=False)
+        graph = traced.get_concrete_function(tf.TensorSpec(inputs.shape)).graph
+    ops = {op.type for op in graph.get_operations()}
+    # Folded: the weights are not read, no roll / expm / solve / transpose is left.
+    assert not {"ReadVariableOp", "Roll", "MatrixExponential", "MatrixSolve", "Transpose"} & ops
+    assert {"Conv2D", "Conv3D", "Conv2DBackpropInput", "Conv3DBackpropInputV2"} & ops
+    # Outside the context the layer runs its own maps again.
+    traced = tf.function(lambda t: layer(t), autograph=False)
+    plain_ops = {op.type for op in traced.get_concrete_function(tf.TensorSpec(inputs.shape))
+                 .graph.get_operations()}
+    assert ("ReadVariableOp" in plain_ops) == bool(layer.weights)
+
+
+def test_constant_kernel_needs_a_built_layer():
+    with pytest.raises(ValueError, match="not built"):
+        khl.OrthogonalPooling2D().constant_kernel()
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_periodic_conv_is_the_dwt_in_float64(rank):
+    x = tf.constant(np.random.default_rng(rank).standard_normal((2,) + (6,) * rank + (3,)))
+    lo = tf.constant(wavelet_ops.DB2)
+    hi = wavelet_ops.high_pass(lo)
+    kernel = wavelet_ops.filter_bank_kernel(lo, hi, 3, rank)
+    y = wavelet_ops.periodic_conv(x, kernel, rank)
+    np.testing.assert_allclose(y.numpy(), wavelet_ops.dwt(x, lo, hi, rank).numpy(), atol=1e-12)
+    np.testing.assert_allclose(wavelet_ops.periodic_conv_transpose(y, kernel, rank).numpy(),
+                               x.numpy(), atol=1e-12)
 
 
 def test_tflite_bad_input(tmp_path, vae):

@@ -1,37 +1,13 @@
-"""What every exporter needs from a model: its family, its input shape, and an inference graph.
+"""What every exporter checks and switches before tracing a model. Not public.
 
-Not public. The model families are recognised by class (through the MRO, so
-subclasses count), with duck typing for the generative models:
-
-- "segmentation": `HyperbolicSegmenter`, `InvertibleUNet`, `BaselineUNet` (per-pixel logits);
-- "vae": `HyperbolicVAE` (encode / decode / latent_dim);
-- "flow": `ConvFlow` (log_prob / sample);
-- "classification": `IRevNet` (per-image logits);
-- "generic": any other built Keras model (inputs -> outputs).
+What a model serves is the model's own business (`serving_endpoints`, see
+`keras_hyperbolic.models.serving`); here: the model is a built Keras model,
+and its reversible stacks trace without their custom gradient.
 """
 
 import contextlib
 
-import numpy as np
-
-SEGMENTATION = ("HyperbolicSegmenter", "InvertibleUNet", "BaselineUNet")
-CLASSIFICATION = ("IRevNet",)
-FAMILIES = ("segmentation", "vae", "flow", "classification", "generic")
-
-
-def model_family(model):
-    names = {cls.__name__ for cls in type(model).__mro__}
-    if "HyperbolicVAE" in names or all(
-        hasattr(model, a) for a in ("encode", "decode", "latent_dim")
-    ):
-        return "vae"
-    if "ConvFlow" in names or all(hasattr(model, a) for a in ("log_prob", "sample")):
-        return "flow"
-    if names & set(SEGMENTATION):
-        return "segmentation"
-    if names & set(CLASSIFICATION):
-        return "classification"
-    return "generic"
+from keras_hyperbolic.reversible import reversible_layers
 
 
 def check_model(model, name="model"):
@@ -51,51 +27,6 @@ def check_model(model, name="model"):
             f"Received: {name}={model!r}"
         )
     return model
-
-
-def built_input_shape(model):
-    """The input shape the model was built with, batch axis included (tuple)."""
-    data_shape = getattr(model, "data_shape", None)
-    if data_shape is not None:
-        return (None,) + tuple(data_shape)
-    shapes = getattr(model, "_build_shapes_dict", None) or {}
-    if len(shapes) == 1:
-        shape = next(iter(shapes.values()))
-        if isinstance(shape, (list, tuple)) and all(
-            s is None or isinstance(s, (int, np.integer)) for s in shape
-        ):
-            return (None,) + tuple(shape[1:])
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
-    if inputs and len(inputs) == 1:
-        return (None,) + tuple(inputs[0].shape[1:])
-    raise ValueError(
-        f"Cannot tell the input shape of model {model.name!r} ({type(model).__name__}): it "
-        "was not built with one input shape. Pass `input_shape=(None, *spatial, channels)`."
-    )
-
-
-def input_multiple(model):
-    """Spatial sizes must be multiples of this (1 when the model does not say)."""
-    multiple = getattr(model, "input_multiple", None)
-    if isinstance(multiple, (int, np.integer)):
-        return int(multiple)
-    levels = getattr(model, "levels", None)
-    if isinstance(levels, (int, np.integer)):
-        return 2 ** int(levels)
-    return 1
-
-
-def reversible_layers(model):
-    from keras_hyperbolic.reversible import ReversibleSequence
-
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, ReversibleSequence)
-    ]
 
 
 @contextlib.contextmanager

@@ -10,8 +10,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hyperbolic.export import serving_config, warmup
-from keras_hyperbolic.export._inference import check_model, model_family, plain_autodiff
+from keras_hyperbolic.export._inference import check_model, plain_autodiff
 from keras_hyperbolic.export.signatures import endpoints as model_endpoints
+from keras_hyperbolic.export.signatures import model_family
 
 METADATA_FILE = "keras_hyperbolic.json"
 
@@ -58,12 +59,13 @@ def export_saved_model(
 ):
     """Exports `model` to `base_dir/name/<version>/` in the TF Serving layout.
 
-    Writes `saved_model.pb` and `variables/` with one signature per endpoint of
-    the model's family (named inputs and outputs; batch and, for the fully
+    Writes `saved_model.pb` and `variables/` with one signature per endpoint
+    the model declares (`model.serving_endpoints()`, or the generic `inputs` ->
+    `outputs` without it; named inputs and outputs; batch and, for the fully
     convolutional segmentation networks, spatial sizes left `None`), the
     warmup file `assets.extra/tf_serving_warmup_requests` (one real
     `PredictionLog` per signature), `assets.extra/keras_hyperbolic.json` (the
-    model's class and config, and the signatures), and creates or updates
+    model's class, config and `serving_family`, and the signatures), and creates or updates
     `base_dir/models.config` and `base_dir/batching.config`.
 
     Signatures: segmentation `serving_default` (`images` -> `probabilities`,

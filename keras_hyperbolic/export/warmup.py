@@ -26,7 +26,7 @@ def serving_apis():
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
             "Writing TF Serving warmup records needs the `tensorflow-serving-api` package "
-            "(pip install 'tensorflow-serving-api>=2.21,<2.22'), or pass warmup=False."
+            "(pip install 'tensorflow-serving-api>=2.21,<2.22'), or pass warmup_requests=False."
         ) from error
     return predict_pb2, prediction_log_pb2
 

@@ -358,3 +358,46 @@ class ConvFlow(keras.Model):
         config = dict(config)
         config["input_shape"] = tuple(config["input_shape"])
         return cls(**config)
+
+    # === Serving ===
+
+    serving_family = "flow"
+
+    def serving_endpoints(self, input_shape=None, dynamic_spatial=True, batch_size=None):
+        """The SavedModel / TFLite signatures of the flow (see `keras_hyperbolic.models.serving`).
+
+        - `log_prob` (first, so also `serving_default`): `images` ->
+          `log_prob` `(batch,)` (nats) and `bits_per_dim` `(batch,)` of the
+          discrete data (`bits_per_dim_of_density`);
+        - `sample`: `seeds` `(batch,)` int64 -> `images`, `inverse(z)` of one
+          `z ~ N(0, I)` per seed (`serving.sample_latent`); random ops are not
+          TFLite builtins, so it is left out of TFLite by default.
+
+        Args:
+            input_shape: overrides the image input's shape (batch axis included).
+            dynamic_spatial: ignored (the input shape is fixed).
+            batch_size: a fixed batch size (TFLite); `None` leaves it free.
+        """
+        from keras_hyperbolic.models import serving
+
+        images, image_examples = serving.image_input(
+            self, input_shape, False, batch_size, multiple=2**self.levels
+        )
+        seeds, seed_examples = serving.seed_input(batch_size)
+        latent_shape = tuple(self.latent_shape)
+        latent_size = int(np.prod(latent_shape))
+
+        def log_prob(images):
+            log_prob = self.log_prob(images, training=False)
+            return {"log_prob": log_prob, "bits_per_dim": self.bits_per_dim_of_density(log_prob)}
+
+        def sample(seeds):
+            z = tf.reshape(serving.sample_latent(seeds, latent_size), (-1,) + latent_shape)
+            return {"images": self.inverse(z, training=False)}
+
+        return {
+            "log_prob": serving.Endpoint("log_prob", log_prob, [images], image_examples,
+                                         ("log_prob", "bits_per_dim")),
+            "sample": serving.Endpoint("sample", sample, [seeds], seed_examples, ("images",),
+                                       tflite=False),
+        }

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from keras_hyperbolic import layers as khl
+from keras_hyperbolic.models.serving import SegmentationServing
 from keras_hyperbolic.reversible import ReversibleSequence
 from keras_hyperbolic.validation import (
     check_choice,
@@ -117,7 +118,7 @@ def check_model_inputs(inputs, rank, multiple, steps, channels=None, name="input
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class HyperbolicSegmenter(keras.Model):
+class HyperbolicSegmenter(SegmentationServing, keras.Model):
     """Fully hyperbolic encoder-decoder for dense prediction (segmentation), 1D/2D/3D.
 
     The network of Lensink, Peters & Haber: an opening convolution maps the

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from keras_hyperbolic import layers as khl
 from keras_hyperbolic.layers.invertible import InvertibleLayer
+from keras_hyperbolic.models.serving import SegmentationServing
 from keras_hyperbolic.ops.pixel_shuffle import squeeze, unsqueeze
 from keras_hyperbolic.reversible import ReversibleSequence
 from keras_hyperbolic.validation import (
@@ -200,7 +201,7 @@ def level_channels(channels, levels, rank, split_fraction):
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class InvertibleUNet(keras.Model):
+class InvertibleUNet(SegmentationServing, keras.Model):
     """Fully invertible U-Net (iUNet), 1D/2D/3D, trained by inversion.
 
     Left side per level `i` (eq. 8): `blocks_per_level` additive coupling

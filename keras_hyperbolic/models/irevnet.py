@@ -163,3 +163,23 @@ class IRevNet(keras.Model):
             memory_efficient=self.memory_efficient,
         )
         return config
+
+    # === Serving ===
+
+    serving_family = "classification"
+
+    def serving_endpoints(self, input_shape=None, dynamic_spatial=True, batch_size=None):
+        """The signatures of the classifier (see `keras_hyperbolic.models.serving`).
+
+        `serving_default`: `images` `(batch, *input_shape)` -> `probabilities`
+        `(batch, num_classes)` (softmax) and `labels` `(batch,)` int64. The
+        image shape is the model's (`dynamic_spatial` is ignored).
+
+        Args:
+            input_shape: overrides the image input's shape (batch axis included).
+            dynamic_spatial: ignored (the input shape is fixed).
+            batch_size: a fixed batch size (TFLite); `None` leaves it free.
+        """
+        from keras_hyperbolic.models import serving
+
+        return serving.classification_endpoints(self, input_shape, False, batch_size)

@@ -3,6 +3,7 @@
 import keras
 
 from keras_hyperbolic.models.hyperbolic_segmenter import check_divisible_input
+from keras_hyperbolic.models.serving import SegmentationServing
 from keras_hyperbolic.validation import (
     check_activation,
     check_choice,
@@ -31,7 +32,7 @@ _UP = {1: keras.layers.UpSampling1D, 2: keras.layers.UpSampling2D, 3: keras.laye
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class BaselineUNet(keras.Model):
+class BaselineUNet(SegmentationServing, keras.Model):
     """A plain U-Net (Ronneberger et al.), 1D/2D/3D, trained with ordinary autodiff.
 
     Each level has `convs_per_level` blocks of convolution -> normalisation
@@ -131,8 +132,13 @@ class BaselineUNet(keras.Model):
         self.concat = keras.layers.Concatenate(axis=-1)
         self.head = _CONV[self.rank](self.num_classes, 1, name="logits")
 
+    @property
+    def input_multiple(self):
+        """Every spatial size must be a multiple of this."""
+        return 2**self.levels
+
     def build(self, input_shape):
-        check_divisible_input(input_shape, self.rank, 2**self.levels, self.levels)
+        check_divisible_input(input_shape, self.rank, self.input_multiple, self.levels)
         # Build every sub-layer with the shapes that flow through the network.
         self.call(keras.KerasTensor(tuple(input_shape)))
         self.built = True

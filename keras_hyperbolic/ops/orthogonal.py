@@ -161,9 +161,13 @@ def _dims(x):
     return [s if s is not None else dynamic[i] for i, s in enumerate(static)]
 
 
-def _strided_conv(x, kernel, rank):
-    # Per-rank ops with an explicit data_format: the eager gradient of Conv3D made
-    # through `tf.nn.convolution` fails in TF 2.21 (its data_format attr is None).
+def strided_conv(x, kernel, rank):
+    """Stride-2 VALID convolution of `x` `(B, *spatial, C)` with `kernel` `(taps,)*rank + (C, C')`.
+
+    Per-rank ops with an explicit data_format: the eager gradient of Conv3D made
+    through `tf.nn.convolution` fails in TF 2.21 (its data_format attr is None).
+    All three are TFLite builtins.
+    """
     if rank == 1:
         return tf.nn.conv1d(x, kernel, stride=2, padding="VALID", data_format="NWC")
     if rank == 2:
@@ -171,7 +175,11 @@ def _strided_conv(x, kernel, rank):
     return tf.nn.conv3d(x, kernel, strides=[1, 2, 2, 2, 1], padding="VALID", data_format="NDHWC")
 
 
-def _strided_conv_transpose(y, kernel, output_shape, rank):
+def strided_conv_transpose(y, kernel, rank):
+    """Transpose of `strided_conv`: `(B, *n, C')` -> `(B, *(2n + taps - 2), C)`."""
+    taps, channels = kernel.shape[0], kernel.shape[-2]
+    dims = _dims(y)
+    output_shape = tf.stack([dims[0]] + [2 * n + taps - 2 for n in dims[1:-1]] + [channels])
     if rank == 1:
         return tf.nn.conv1d_transpose(y, kernel, output_shape, 2, padding="VALID", data_format="NWC")
     if rank == 2:
@@ -189,7 +197,7 @@ def block_transform(x, matrix, rank):
     channels = x.shape[-1]
     if channels <= DENSE_CONV_MAX_CHANNELS:
         kernel = block_kernel(matrix, channels, rank)
-        return _strided_conv(x, kernel, rank)
+        return strided_conv(x, kernel, rank)
     s = 2**rank
     y = squeeze(x, rank)
     dims = _dims(y)
@@ -207,9 +215,7 @@ def inverse_block_transform(y, matrix, rank):
     channels = y.shape[-1] // s
     dims = _dims(y)
     if channels <= DENSE_CONV_MAX_CHANNELS:
-        kernel = block_kernel(matrix, channels, rank)
-        output_shape = tf.stack([dims[0]] + [2 * n for n in dims[1:-1]] + [channels])
-        return _strided_conv_transpose(y, kernel, output_shape, rank)
+        return strided_conv_transpose(y, block_kernel(matrix, channels, rank), rank)
     z = tf.reshape(y, dims[:-1] + [s, channels])
     if matrix.shape.rank == 2:
         z = tf.einsum("tp,...tc->...pc", matrix, z)

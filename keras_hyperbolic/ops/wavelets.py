@@ -13,10 +13,19 @@ The learnable 4-tap wavelet of Lensink, Peters and Haber (eq. 3.8a: unit norm
 and `c0 c2 + c1 c3 = 0`) is parametrised by two angles,
 `c = [cos a cos b, cos a sin b, -sin a sin b, sin a cos b]`, which satisfies
 eq. 3.8a for every `(a, b)` and covers all of its solutions.
+
+`filter_bank_kernel` writes a transform with constant filters as ONE dense
+stride-2 convolution kernel, run by `periodic_conv` / `periodic_conv_transpose`
+(wrap-around padding by slices and a concat): TFLite's builtins have no
+`tf.roll`, so this is how the transforms are exported (`constant_kernel()` of
+the pooling layers). A 2-tap kernel (Haar, `ops.orthogonal.block_kernel`) needs
+no padding.
 """
 
 import numpy as np
 import tensorflow as tf
+
+from keras_hyperbolic.ops.orthogonal import strided_conv, strided_conv_transpose
 
 #: PyWavelets' db2 `rec_lo` (the low-pass applied as `sum_k c[k] x[2n-1+k]`).
 DB2 = np.array(
@@ -114,3 +123,76 @@ def idwt(y, lo, hi, rank):
         approx, detail = tf.split(y, 2, axis=-1)
         y = _synthesis_axis(approx, detail, lo, hi, axis)
     return y
+
+
+# === The transform as one strided convolution (constant filters, TFLite) ===
+
+
+def filter_bank_kernel(lo, hi, channels, rank):
+    """Dense kernel `(L,)*rank + (C, s*C)` of `dwt` with `L`-tap filters `lo`, `hi` (tensors).
+
+    `kernel[k_1, .., k_rank, c, t*C + d] = delta(c, d) * prod_i f_{bit_i(t)}[k_i]`,
+    where `bit_i(t)` is digit `i` of subband `t` (spatial axis 0 most
+    significant, `f_0 = lo`, `f_1 = hi`): the subband order of `dwt`. Run with
+    `periodic_conv`, which applies tap `k` to `x[2n - (L-2)/2 + k]`.
+    """
+    filters = tf.stack([lo, hi])  # (2, L)
+    taps = int(filters.shape[-1])
+    bands = tf.ones((1, 1), dtype=filters.dtype)  # (subbands so far, taps so far)
+    for _ in range(rank):
+        # Each new axis is the least significant subband digit and the last tap axis.
+        bands = bands[:, None, :, None] * filters[None, :, None, :]
+        bands = tf.reshape(bands, (2 * bands.shape[0], bands.shape[2] * taps))
+    eye = tf.eye(channels, dtype=filters.dtype)
+    kernel = tf.einsum("tk,cd->kctd", bands, eye)
+    return tf.reshape(kernel, [taps] * rank + [channels, (2**rank) * channels])
+
+
+def _overhang(kernel):
+    taps = int(kernel.shape[0])
+    if taps % 2 or taps < 2:
+        raise ValueError(
+            f"Invalid value for argument `kernel`: expected an even number of taps >= 2 "
+            f"along each spatial axis. Received: kernel.shape={tuple(kernel.shape)}"
+        )
+    return (taps - 2) // 2
+
+
+def _take(x, axis, start, stop):
+    return x[(slice(None),) * axis + (slice(start, stop),)]
+
+
+def periodic_conv(x, kernel, rank):
+    """`x` `(B, *spatial, C)` -> `(B, *spatial/2, C')`: stride-2 periodic convolution.
+
+    Tap `k` of an `L`-tap `kernel` reads `x[2n - p + k]`, `p = (L - 2) / 2`,
+    indices modulo the size: each spatial axis is wrapped by `p` samples on
+    both sides (slices and a concat), then `ops.orthogonal.strided_conv`.
+    """
+    p = _overhang(kernel)
+    for axis in range(1, rank + 1) if p else ():
+        x = tf.concat([_take(x, axis, -p, None), x, _take(x, axis, 0, p)], axis=axis)
+    return strided_conv(x, kernel, rank)
+
+
+def periodic_conv_transpose(y, kernel, rank):
+    """Transpose of `periodic_conv` (its inverse when the transform is orthogonal).
+
+    The transposed convolution writes `p` samples past each end of every axis;
+    they are added back at the opposite end (periodic boundary). Spatial sizes
+    of the result must be >= 2p (always true for `p = 1`: they are even).
+    """
+    p = _overhang(kernel)
+    x = strided_conv_transpose(y, kernel, rank)
+    for axis in range(1, rank + 1) if p else ():
+        before, after = _take(x, axis, 0, p), _take(x, axis, -p, None)
+        inside = _take(x, axis, p, -p)
+        x = tf.concat(
+            [
+                _take(inside, axis, 0, p) + after,  # positions n .. n+p-1 wrap to 0 .. p-1
+                _take(inside, axis, p, -p),
+                _take(inside, axis, -p, None) + before,  # positions -p .. -1 wrap to n-p .. n-1
+            ],
+            axis=axis,
+        )
+    return x

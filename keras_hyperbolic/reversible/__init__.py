@@ -1,3 +1,3 @@
 """The memory-efficient gradient engine: reversible stacks that rebuild activations by inversion."""
 
-from keras_hyperbolic.reversible.sequence import ReversibleSequence  # noqa: F401
+from keras_hyperbolic.reversible.sequence import ReversibleSequence, reversible_layers  # noqa: F401

@@ -290,3 +290,12 @@ class ReversibleSequence(InvertibleLayer):
             keras.saving.deserialize_keras_object(layer) for layer in config["layers"]
         ]
         return cls(**config)
+
+
+def reversible_layers(model):
+    """Every `ReversibleSequence` in `model` (itself included, nested ones too), outermost first."""
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, ReversibleSequence)
+    ]

@@ -1,6 +1,9 @@
 """Invertible pooling and unpooling layers (wavelet, orthogonal, pixel shuffle, pairs)."""
 
-from keras_hyperbolic.layers.pooling.base import BaseInvertiblePooling  # noqa: F401
+from keras_hyperbolic.layers.pooling.base import (  # noqa: F401
+    BaseInvertiblePooling,
+    constant_kernels,
+)
 from keras_hyperbolic.layers.pooling.orthogonal_pooling import (  # noqa: F401
     OrthogonalPooling1D,
     OrthogonalPooling2D,

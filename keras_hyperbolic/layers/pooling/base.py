@@ -5,12 +5,55 @@ its unpooling counterpart is the same operator run the other way: its `call` is
 the pooling's inverse (with the unpooling layer's own parameters) and its
 `inverse` is the pooling. Subclasses implement `_build_parameters(channels)`,
 `_down(x)` and `_up(y)` for `C` = the channel count at the fine resolution.
+
+For deployment each pooling also is ONE stride-2 convolution with a constant
+kernel: `constant_kernel()` (numpy, from the current weights; subclasses
+implement `_constant_kernel(channels)`). Inside `with constant_kernels():` every
+pooling runs that way (`ops.wavelets.periodic_conv` and its transpose), so a
+graph traced there holds the kernels as constants and only builtin TFLite ops.
 """
 
+import contextlib
+import threading
+
+import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_hyperbolic.layers.invertible import InvertibleLayer
+from keras_hyperbolic.ops.wavelets import periodic_conv, periodic_conv_transpose
 from keras_hyperbolic.validation import check_input_shape, check_rank
+
+_CONSTANT_KERNELS = threading.local()
+
+
+@contextlib.contextmanager
+def constant_kernels():
+    """Runs every invertible pooling as a convolution with its `constant_kernel()`.
+
+    The kernel is evaluated from the weights when the layer is called (eagerly,
+    also while a `tf.function` is traced), so a graph traced inside the context
+    holds it as a constant: no `expm`, matrix solve or `tf.roll` is left, which
+    is what TFLite's builtin ops need. The maps are the same up to rounding;
+    nothing about the layers changes, and leaving the context restores the
+    usual path (for this thread). Gradients do not reach the weights inside.
+
+    Example:
+
+    >>> with constant_kernels():
+    ...     concrete = tf.function(model).get_concrete_function(spec)
+    """
+    previous = getattr(_CONSTANT_KERNELS, "active", False)
+    _CONSTANT_KERNELS.active = True
+    try:
+        yield
+    finally:
+        _CONSTANT_KERNELS.active = previous
+
+
+def constant_kernels_active():
+    """Whether this thread is inside `constant_kernels()`."""
+    return getattr(_CONSTANT_KERNELS, "active", False)
 
 
 class BaseInvertiblePooling(InvertibleLayer):
@@ -107,9 +150,10 @@ class BaseInvertiblePooling(InvertibleLayer):
         x = tf.convert_to_tensor(x)
         if down:
             self._check_fine(tuple(x.shape), name)
-            return self._down(self._with_runtime_check(x, fine=True))
+            x = self._with_runtime_check(x, fine=True)
+            return self._constant_map(x, down) if constant_kernels_active() else self._down(x)
         self._check_coarse(tuple(x.shape), name)
-        return self._up(x)
+        return self._constant_map(x, down) if constant_kernels_active() else self._up(x)
 
     def call(self, inputs, training=None):
         return self._run(inputs, down=not self.upsample, name="inputs")
@@ -123,6 +167,42 @@ class BaseInvertiblePooling(InvertibleLayer):
         if not self.built:
             self.build(self.compute_input_shape(output_shape))
             self.built = True
+
+    # --- constant kernels (deployment) ---------------------------------------
+    def constant_kernel(self):
+        """The pooling as one stride-2 convolution kernel, from the current weights.
+
+        Returns:
+            A float64 numpy array of shape `(taps,)*rank + (C, s*C)`, `C` the
+            channel count at the fine resolution and `s = 2**rank`: 2 taps for
+            the block transforms (Haar, orthogonal, pixel shuffle), 4 for the
+            4-tap periodic wavelets. The pooling is
+            `ops.wavelets.periodic_conv(x, kernel, rank)` and its inverse
+            `periodic_conv_transpose(y, kernel, rank)` (for an unpooling layer,
+            `call` is the transpose). See `constant_kernels()`.
+
+        Raises:
+            ValueError: the layer is not built (its channel count is unknown).
+        """
+        if self.fine_channels is None:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} is not built, so its channel count and "
+                "kernel are unknown. Build it (or call it) first."
+            )
+        with tf.init_scope():  # eager, also while a graph is traced
+            kernel = self._constant_kernel(self.fine_channels)
+            return np.asarray(keras.ops.convert_to_numpy(kernel), dtype=np.float64)
+
+    def _constant_kernel(self, channels):
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement `_constant_kernel(channels)`."
+        )
+
+    def _constant_map(self, x, down):
+        kernel = tf.constant(self.constant_kernel(), dtype=x.dtype)
+        if down:
+            return periodic_conv(x, kernel, self.rank)
+        return periodic_conv_transpose(x, kernel, self.rank)
 
     def get_config(self):
         # `rank` is fixed by the public 1D/2D/3D class, so it is not serialised.

@@ -73,6 +73,9 @@ class BaseOrthogonalPooling(BaseInvertiblePooling):
     def _up(self, y):
         return orthogonal_ops.inverse_block_transform(y, self.matrices(y.dtype), self.rank)
 
+    def _constant_kernel(self, channels):
+        return orthogonal_ops.block_kernel(self.matrices(tf.float64), channels, self.rank)
+
     def get_config(self):
         config = super().get_config()
         config.update({"parametrization": self.parametrization, "init": self.init})

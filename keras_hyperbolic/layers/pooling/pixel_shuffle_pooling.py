@@ -5,8 +5,10 @@ Networks" (the invertible down-sampling of Sec. 3.1 / thesis ch. 6).
 """
 
 import keras
+import tensorflow as tf
 
 from keras_hyperbolic.layers.pooling.base import BaseInvertiblePooling
+from keras_hyperbolic.ops.orthogonal import block_kernel
 from keras_hyperbolic.ops.pixel_shuffle import squeeze, unsqueeze
 
 
@@ -18,6 +20,11 @@ class BasePixelShufflePooling(BaseInvertiblePooling):
 
     def _up(self, y):
         return unsqueeze(y, self.rank)
+
+    def _constant_kernel(self, channels):
+        # The squeeze is the block transform of the identity (a 0/1 kernel):
+        # TFLite runs it as a convolution, with no 6- or 8-axis transpose.
+        return block_kernel(tf.eye(self.factor, dtype=tf.float64), channels, self.rank)
 
 
 class BasePixelShuffleUnpooling(BasePixelShufflePooling):

@@ -132,6 +132,13 @@ class BaseWaveletPooling(BaseInvertiblePooling):
         lo, hi = self.filters(y.dtype)
         return wavelet_ops.idwt(y, lo, hi, self.rank)
 
+    def _constant_kernel(self, channels):
+        if self.wavelet == "haar":
+            matrix = tf.constant(orthogonal_ops.haar_matrix(self.rank), dtype=tf.float64)
+            return orthogonal_ops.block_kernel(matrix, channels, self.rank)
+        lo, hi = self.filters(tf.float64)
+        return wavelet_ops.filter_bank_kernel(lo, hi, channels, self.rank)
+
     def get_config(self):
         config = super().get_config()
         init = list(self.init) if isinstance(self.init, tuple) else self.init
