@@ -1,10 +1,21 @@
-"""The options every example takes (the same as `keras-hyperbolic train`'s)."""
+"""What every example shares: oneDNN on, and the options of `keras-hyperbolic train`.
+
+Imported first by each example, so the environment is set before TensorFlow
+is imported (see keras_hyperbolic.runtime); a user's own value is kept.
+"""
 
 import argparse
+import os
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
-def arguments(doc, output, add_options=None):
-    """Parses --output, --epochs, --quick, --seed, --verbose (and what `add_options(parser)` adds)."""
+def run(train, doc, output, add_options=None, task_options=None):
+    """Parses --output, --epochs/--steps, --quick, --seed, --verbose and calls `train` with them.
+
+    `add_options(parser)` adds an example's own flags; `task_options(args)` turns them
+    into keyword arguments of `train`.
+    """
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--output", default=output, help=f"output directory (default {output})")
     parser.add_argument("--epochs", "--steps", dest="epochs", type=int, default=None,
@@ -14,4 +25,7 @@ def arguments(doc, output, add_options=None):
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
     if add_options is not None:
         add_options(parser)
-    return parser.parse_args()
+    args = parser.parse_args()
+    extra = task_options(args) if task_options is not None else {}
+    return train(args.output, epochs=args.epochs, quick=args.quick, seed=args.seed,
+                 verbose=args.verbose, **extra)

@@ -8,16 +8,9 @@ Run:
     python examples/iunet_segmentation.py --quick    (seconds)
 """
 
-import os
-
-# oneDNN on before TensorFlow is imported, unless the user chose (keras_hyperbolic.runtime).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-from common import arguments  # noqa: E402  (examples/common.py)
+from common import run  # examples/common.py: first, it turns oneDNN on before TensorFlow loads
 
 from keras_hyperbolic.tasks.iunet_segmentation import train_iunet_segmentation  # noqa: E402
 
 if __name__ == "__main__":
-    args = arguments(__doc__, "outputs/iunet_segmentation")
-    train_iunet_segmentation(args.output, epochs=args.epochs, quick=args.quick, seed=args.seed,
-                             verbose=args.verbose)
+    run(train_iunet_segmentation, __doc__, "outputs/iunet_segmentation")

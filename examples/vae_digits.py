@@ -10,12 +10,7 @@ Run:
     python examples/vae_digits.py --quick
 """
 
-import os
-
-# oneDNN on before TensorFlow is imported, unless the user chose (keras_hyperbolic.runtime).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-from common import arguments  # noqa: E402  (examples/common.py)
+from common import run  # examples/common.py: first, it turns oneDNN on before TensorFlow loads
 
 from keras_hyperbolic.tasks.vae import train_vae_digits  # noqa: E402
 
@@ -24,8 +19,9 @@ def options(parser):
     parser.add_argument("--block", default=None, choices=["additive", "hyperbolic"])
 
 
+def task_options(args):
+    return {"block": args.block} if args.block else {}
+
+
 if __name__ == "__main__":
-    args = arguments(__doc__, "outputs/vae_digits", options)
-    extra = {"block": args.block} if args.block else {}
-    train_vae_digits(args.output, epochs=args.epochs, quick=args.quick, seed=args.seed,
-                     verbose=args.verbose, **extra)
+    run(train_vae_digits, __doc__, "outputs/vae_digits", options, task_options)

@@ -8,16 +8,9 @@ Run:
     python examples/vae_faces.py
 """
 
-import os
-
-# oneDNN on before TensorFlow is imported, unless the user chose (keras_hyperbolic.runtime).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-from common import arguments  # noqa: E402  (examples/common.py)
+from common import run  # examples/common.py: first, it turns oneDNN on before TensorFlow loads
 
 from keras_hyperbolic.tasks.vae import train_vae_faces  # noqa: E402
 
 if __name__ == "__main__":
-    args = arguments(__doc__, "outputs/vae_faces")
-    train_vae_faces(args.output, epochs=args.epochs, quick=args.quick, seed=args.seed,
-                    verbose=args.verbose)
+    run(train_vae_faces, __doc__, "outputs/vae_faces")

@@ -11,16 +11,9 @@ Run:
     python examples/video_segmentation.py --output DIR --steps 300
 """
 
-import os
-
-# oneDNN on before TensorFlow is imported, unless the user chose (keras_hyperbolic.runtime).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-from common import arguments  # noqa: E402  (examples/common.py)
+from common import run  # examples/common.py: first, it turns oneDNN on before TensorFlow loads
 
 from keras_hyperbolic.tasks.video_segmentation import train_video_segmentation  # noqa: E402
 
 if __name__ == "__main__":
-    args = arguments(__doc__, "outputs/video_segmentation")
-    train_video_segmentation(args.output, epochs=args.epochs, quick=args.quick, seed=args.seed,
-                             verbose=args.verbose)
+    run(train_video_segmentation, __doc__, "outputs/video_segmentation")
