@@ -92,7 +92,7 @@ def train_for_steps(model, data, steps, learning_rate, run_dir, verbose=1, time_
     per_epoch = steps_per_backup(steps)
     start = time.perf_counter()
     history = model.fit(
-        video_dataset(*data), steps_per_epoch=per_epoch, epochs=steps // per_epoch,
+        video_dataset(*data), steps_per_epoch=per_epoch, epochs=steps // per_epoch, shuffle=False,
         callbacks=[counter] + standard_callbacks(run_dir), verbose=verbose,
     )
     seconds = time.perf_counter() - start
