@@ -5,7 +5,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_hyperbolic.reversible import ReversibleSequence
+from keras_hyperbolic.reversible import ReversibleSequence, record_inputs
 from keras_hyperbolic.validation import check_choice, check_positive_float, check_positive_int
 
 
@@ -13,9 +13,9 @@ def reversible_stacks(model):
     """Every top-level `ReversibleSequence` inside `model` (nested ones are part of their parent)."""
     stacks = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
               if isinstance(layer, ReversibleSequence)]
-    nested = {id(inner) for stack in stacks for inner in stack.blocks
-              if isinstance(inner, ReversibleSequence)}
-    return [stack for stack in stacks if id(stack) not in nested]
+    nested = [inner for stack in stacks for inner in stack.blocks
+              if isinstance(inner, ReversibleSequence)]
+    return [stack for stack in stacks if not any(stack is inner for inner in nested)]
 
 
 def inversion_errors(model, inputs):
@@ -28,22 +28,15 @@ def inversion_errors(model, inputs):
     backward pass sees. Returns `{stack.name: error}`.
     """
     stacks = reversible_stacks(model)
-    for stack in stacks:
-        stack._probe_inputs = []
-    try:
-        with keras.StatelessScope():
+    errors = {}
+    with keras.StatelessScope():
+        with record_inputs(stacks) as recorded:
             model(inputs, training=True)
-            errors = {}
-            for stack in stacks:
-                recorded = stack._probe_inputs
-                stack._probe_inputs = None
-                if recorded:
-                    errors[stack.name] = max(
-                        float(stack.reconstruction_error(x, training=True)) for x in recorded
-                    )
-    finally:
-        for stack in stacks:
-            stack._probe_inputs = None
+        for stack, seen in zip(stacks, recorded):
+            if seen:
+                errors[stack.name] = max(
+                    float(stack.reconstruction_error(x, training=True)) for x in seen
+                )
     return errors
 
 

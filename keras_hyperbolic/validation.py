@@ -74,6 +74,24 @@ def check_input_shape(shape, rank, name="inputs", divisor=2, require_static=True
     return shape
 
 
+def check_divisible_input(shape, rank, multiple, steps, name="inputs"):
+    """Raises when a known spatial size of `shape` is not divisible by `multiple` (= 2**steps).
+
+    For a network that halves every spatial axis `steps` times; otherwise as
+    `check_input_shape` (rank, known channels).
+    """
+    shape = check_input_shape(shape, rank, name=name, divisor=1, require_static=False)
+    for axis, size in enumerate(shape[1:-1], start=1):
+        if size is not None and size % multiple:
+            raise ValueError(
+                f"Invalid shape for argument `{name}`: spatial axis {axis} has size {size}, "
+                f"which is not divisible by {multiple} (= 2**{steps}: the network halves every "
+                f"spatial axis {steps} times). Use sizes that are multiples of {multiple}. "
+                f"Received: {name}.shape={shape}"
+            )
+    return shape
+
+
 def check_optional_positive_int(value, name, minimum=1):
     """`None`, or an integer >= `minimum`."""
     return None if value is None else check_positive_int(value, name, minimum)

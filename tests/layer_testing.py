@@ -1,10 +1,16 @@
-"""A shared harness for invertible layers, in the spirit of Keras's `run_layer_test`.
+"""What Keras's `run_layer_test` does not check: the invertible-layer contract.
 
-`run_invertible_layer_test` exercises one layer the way every public layer of
-the package must work: config round trip, `.keras` save/load with identical
-outputs, a symbolic (functional-model) call, eager and `tf.function` round
-trips `inverse(call(x)) == x` and `call(inverse(y)) == y`, `compute_output_shape`,
-and one `model.fit` step.
+Config and serialisation round trips, symbolic vs eager shapes and dtypes, a
+`fit` step and mixed precision are Keras's own harness
+(`keras.src.testing.TestCase.run_layer_test`, run on every public layer in
+test_layer_harness.py). Here, in the spirit of TFP's bijector tests:
+
+- `run_invertible_layer_test`: `inverse(call(x)) == x` and `call(inverse(y)) == y`,
+  finite values, eagerly, inside `tf.function` and after `.keras` save/load;
+  `log_det_jacobian` has one value per example;
+- `autodiff_log_det`: `slogdet` of the autodiff Jacobian on a tiny input;
+- `backward_errors`: the engine hook (`backward`, fused and generic) against
+  plain autodiff.
 """
 
 import os
@@ -14,6 +20,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_hyperbolic.layers.invertible import InvertibleLayer
+from keras_hyperbolic.reversible import match_gradients
+
+#: float32 tolerance of one block's `backward` (fused and generic) against autodiff:
+#: the largest relative error measured over the block test files (2026-12-03, this
+#: CPU) was 1.71e-7 with TF_ENABLE_ONEDNN_OPTS=0 and 1.75e-7 with =1; float64: 2.5e-16.
+FLOAT32_BACKWARD_RTOL = 1e-6
+
 
 def relative_error(a, b):
     a = np.asarray(a, dtype=np.float64)
@@ -21,91 +35,53 @@ def relative_error(a, b):
     return float(np.linalg.norm(a - b) / (np.linalg.norm(b) + 1e-30))
 
 
-def round_trip_errors(layer, x, training=False):
-    """(||f^-1(f(x)) - x|| / ||x||, ||f(f^-1(y)) - y|| / ||y||) for y = f(x)."""
-    y = layer(x, training=training)
-    forward_inverse = relative_error(layer.inverse(y, training=training), x)
-    inverse_forward = relative_error(layer(layer.inverse(y, training=training), training=training), y)
-    return forward_inverse, inverse_forward
+def _assert_round_trips(out, back, again, x, tolerance, where):
+    assert np.all(np.isfinite(np.asarray(out))), f"{where}: non-finite outputs"
+    error = relative_error(back, x)
+    assert error <= tolerance, f"{where}: inverse(call(x)) error {error:.3g} > {tolerance}"
+    error = relative_error(again, out)
+    assert error <= tolerance, f"{where}: call(inverse(y)) error {error:.3g} > {tolerance}"
 
 
-def run_invertible_layer_test(
-    layer_cls,
-    init_kwargs,
-    input_shape,
-    dtype="float32",
-    tolerance=None,
-    run_fit=True,
-    seed=0,
-):
-    """Runs the standard battery on `layer_cls(**init_kwargs)` with inputs of `input_shape`.
+def run_invertible_layer_test(layer_cls, init_kwargs, input_shape, dtype="float32", tolerance=None,
+                              seed=0):
+    """Inversion both ways on `layer_cls(**init_kwargs)`, inputs of `input_shape` (batch included).
 
-    `input_shape` includes the batch axis. Returns the layer built in the test.
+    Eager, `tf.function` and after a `.keras` save/load. Tolerance (relative):
+    1e-5 in float32, 1e-12 in float64 unless given. Returns the eager layer.
     """
     tolerance = tolerance or (1e-5 if dtype == "float32" else 1e-12)
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(input_shape).astype(dtype)
+    x = np.random.default_rng(seed).standard_normal(input_shape).astype(dtype)
 
     layer = layer_cls(dtype=dtype, **init_kwargs)
     y = layer(x)
+    _assert_round_trips(y, layer.inverse(y), layer(layer.inverse(y)), x, tolerance, "eager")
 
-    # Output shape is what compute_output_shape says.
-    assert tuple(y.shape) == tuple(layer.compute_output_shape(input_shape)), (
-        y.shape,
-        layer.compute_output_shape(input_shape),
-    )
-    assert np.all(np.isfinite(y.numpy()))
-
-    # Round trips, eager.
-    fi, if_ = round_trip_errors(layer, x)
-    assert fi <= tolerance, f"inverse(call(x)) error {fi}"
-    assert if_ <= tolerance, f"call(inverse(y)) error {if_}"
-
-    # Round trips inside tf.function.
     @tf.function
-    def traced(inp):
-        out = layer(inp)
+    def traced(inputs):
+        out = layer(inputs)
         return out, layer.inverse(out), layer(layer.inverse(out))
 
     out, back, again = traced(tf.constant(x))
-    assert relative_error(back, x) <= tolerance
-    assert relative_error(again, out) <= tolerance
+    _assert_round_trips(out, back, again, x, tolerance, "tf.function")
     assert relative_error(out, y) <= tolerance
 
-    # log_det_jacobian has one value per example.
-    ldj = layer.log_det_jacobian(x)
-    assert tuple(ldj.shape) == (input_shape[0],)
+    log_det = layer.log_det_jacobian(x)
+    assert tuple(log_det.shape) == (input_shape[0],)
+    assert np.all(np.isfinite(log_det.numpy()))
 
-    # Config round trip.
-    config = layer.get_config()
-    clone = layer_cls.from_config(config)
-    assert clone.get_config() == config
-
-    # Symbolic call in a functional model, and .keras save/load.
-    inputs = keras.Input(shape=input_shape[1:], batch_size=None, dtype=dtype)
-    fresh = layer_cls(dtype=dtype, **init_kwargs)
-    outputs = fresh(inputs)
-    model = keras.Model(inputs, outputs)
-    expected = model.predict(x, verbose=0)
+    # A fresh layer in a functional model, saved and loaded: still inverts.
+    inputs = keras.Input(shape=input_shape[1:], dtype=dtype)
+    model = keras.Model(inputs, layer_cls(dtype=dtype, **init_kwargs)(inputs))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.keras")
         model.save(path)
         loaded = keras.saving.load_model(path)
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
     loaded_layer = loaded.layers[-1]
-    # `predict` casts float inputs to floatx (float32), so a float64 round trip
-    # is checked on a direct call of the loaded model.
-    direct = loaded(tf.constant(x))
-    np.testing.assert_allclose(
-        loaded_layer.inverse(direct).numpy(), x, rtol=0, atol=tolerance * 10 * np.abs(x).max()
-    )
-
-    # One fit step (targets of the output's shape).
-    if run_fit:
-        model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse", jit_compile=False)
-        target = rng.standard_normal(expected.shape).astype(dtype)
-        history = model.fit(x, target, epochs=1, batch_size=input_shape[0], verbose=0)
-        assert np.isfinite(history.history["loss"][0])
+    out = loaded(tf.constant(x))
+    np.testing.assert_array_equal(out.numpy(), model(tf.constant(x)).numpy())
+    back = loaded_layer.inverse(out)
+    _assert_round_trips(out, back, loaded_layer(back), x, tolerance, "after .keras save/load")
     return layer
 
 
@@ -129,10 +105,8 @@ def backward_errors(layer, x, training=True, seed=0):
 
     Returns a dict with the largest relative errors of the rebuilt input, the
     input gradient and the variable gradients, for the layer's own `backward`
-    ("fused") and for the base class's generic one ("generic").
+    ("fused") and for the base class's generic rebuild ("generic").
     """
-    from keras_hyperbolic.layers.invertible import InvertibleLayer
-
     x = tf.convert_to_tensor(x)
     y = layer(x, training=training)
     dy = tf.constant(np.random.default_rng(seed).standard_normal(y.shape), dtype=y.dtype)
@@ -147,10 +121,11 @@ def backward_errors(layer, x, training=True, seed=0):
     errors = {}
     for name, backward in (
         ("fused", layer.backward),
-        ("generic", lambda *a: InvertibleLayer.backward(layer, *a)),
+        ("generic", lambda *a: InvertibleLayer._backward(layer, *a)),
     ):
-        x_rebuilt, dx, grads = backward(y, dy, training)
-        assert len(grads) == len(variables)
+        x_rebuilt, dx, pairs = backward(y, dy, training)
+        grads = match_gradients(variables, pairs)
+        assert all(g is not None for g in grads), "a trainable variable got no gradient"
         errors[name] = {
             "x": relative_error(x_rebuilt, x),
             "dx": relative_error(dx, reference[0]),
@@ -159,3 +134,4 @@ def backward_errors(layer, x, training=True, seed=0):
             ),
         }
     return errors
+

@@ -241,18 +241,6 @@ def test_pair_pooling_applies_the_same_operator_to_both_halves(tmp_path):
         layers.PairPooling(keras.layers.Dense(3))
 
 
-def test_mixed_precision_keeps_float32_stream_and_weights():
-    keras.config.set_dtype_policy("mixed_float16")
-    x = np.random.default_rng(11).standard_normal((2, 8, 6, 3)).astype("float32")
-    for layer in [layers.WaveletPooling2D("learnable", init="db2"), layers.OrthogonalPooling2D("cayley"),
-                  layers.WaveletPooling2D("haar")]:
-        y = layer(x.astype("float16"))
-        assert y.dtype == tf.float32
-        assert all(w.dtype == "float32" for w in layer.weights)
-        assert relative_error(layer.inverse(y), x) <= 1e-3  # input was rounded to float16
-        assert relative_error(layer.inverse(layer(x)), x) <= 1e-5
-
-
 @pytest.mark.parametrize(
     "make,match",
     [

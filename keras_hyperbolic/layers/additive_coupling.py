@@ -3,102 +3,16 @@
 import keras
 import tensorflow as tf
 
-from keras_hyperbolic.layers.invertible import InvertibleLayer
-from keras_hyperbolic.layers.residual import (
-    ResidualFunction,
-    check_init_scale,
-    check_normalization,
+from keras_hyperbolic.layers.coupling import (
+    BaseCoupling,
+    check_function,
+    check_function_output,
+    split_halves,
 )
-from keras_hyperbolic.validation import (
-    check_activation,
-    check_optional_positive_int,
-    check_positive_int,
-    check_rank,
-)
-
-
-def check_splittable_shape(layer, input_shape, rank):
-    """Checks `(batch, *spatial, channels)` with an even, known channel count."""
-    input_shape = tuple(input_shape)
-    name = type(layer).__name__
-    if len(input_shape) != rank + 2:
-        raise ValueError(
-            f"Invalid shape for argument `inputs` of {name}: expected rank {rank + 2} "
-            f"(batch, {rank} spatial axes, channels) for rank={rank}. "
-            f"Received: inputs.shape={input_shape}"
-        )
-    channels = input_shape[-1]
-    if channels is None or channels % 2 != 0:
-        raise ValueError(
-            f"Invalid shape for argument `inputs` of {name}: the channel axis must be "
-            f"known and even, since it is split into two halves. "
-            f"Received: inputs.shape={input_shape}"
-        )
-    return input_shape
-
-
-def serialize_activation(activation):
-    if isinstance(activation, str) or activation is None:
-        return activation
-    return keras.activations.serialize(keras.activations.get(activation))
-
-
-def residual_arguments_config(layer):
-    """The config entries of the built-in residual function that a coupling block keeps."""
-    return {
-        "rank": layer.rank,
-        "hidden_channels": layer.hidden_channels,
-        "kernel_size": layer.kernel_size,
-        "normalization": layer.normalization,
-        "activation": serialize_activation(layer.activation),
-        "zero_init": layer.zero_init,
-        "init_scale": layer.init_scale,
-    }
-
-
-def split_halves(x):
-    half = x.shape[-1] // 2
-    return x[..., :half], x[..., half:]
-
-
-def check_function_output(layer, function, which, half_shape):
-    """Raises if the user function `which` does not map a half to a half."""
-    try:
-        out_shape = tuple(function.compute_output_shape(half_shape))
-    except NotImplementedError:
-        return  # unknown until called; a shape error will surface then
-    if len(out_shape) != len(half_shape) or tuple(out_shape[1:]) != tuple(half_shape[1:]):
-        raise ValueError(
-            f"Invalid value for argument `{which}` of {type(layer).__name__}: it must map "
-            f"a half of shape {half_shape} to the same shape. Received: {which} with "
-            f"output shape {out_shape}"
-        )
-
-
-def check_function(value, name):
-    if value is not None and not isinstance(value, keras.layers.Layer):
-        raise TypeError(
-            f"Invalid value for argument `{name}`: expected a Keras layer or None. "
-            f"Received: {name}={value!r}"
-        )
-    return value
-
-
-def assemble_gradients(variables, pairs):
-    """Variable gradients aligned with `variables` from `(sub_variables, grads)` pairs.
-
-    A variable missing from every pair gets a zero gradient; one shared by
-    several sub-functions gets the sum.
-    """
-    by_id = {}
-    for sub_variables, grads in pairs:
-        for v, g in zip(sub_variables, grads):
-            by_id[id(v)] = g if id(v) not in by_id else by_id[id(v)] + g
-    return [by_id[id(v)] if id(v) in by_id else tf.zeros_like(v) for v in variables]
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class AdditiveCoupling(InvertibleLayer):
+class AdditiveCoupling(BaseCoupling):
     """Additive coupling block of RevNet / NICE, rank-generic.
 
     Splits the channels into halves `[x1 | x2]` and computes
@@ -155,9 +69,6 @@ class AdditiveCoupling(InvertibleLayer):
     Without Storing Activations" (2017); Dinh et al., "NICE" (2014).
     """
 
-    is_constant_jacobian = True
-    is_volume_preserving = True
-
     def __init__(
         self,
         rank,
@@ -172,15 +83,17 @@ class AdditiveCoupling(InvertibleLayer):
         use_g=True,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.rank = check_rank(rank)
-        self.hidden_channels = check_optional_positive_int(hidden_channels, "hidden_channels")
-        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
-        self.normalization = check_normalization(normalization)
-        check_activation(activation)
-        self.activation = activation
-        self.zero_init = bool(zero_init)
-        self.init_scale = check_init_scale(init_scale)
+        super().__init__(
+            rank,
+            hidden_channels=hidden_channels,
+            kernel_size=kernel_size,
+            normalization=normalization,
+            activation=activation,
+            zero_init=zero_init,
+            init_scale=init_scale,
+            is_volume_preserving=True,  # unit-diagonal triangular Jacobian
+            **kwargs,
+        )
         self.use_g = bool(use_g)
         self._user_f = check_function(f, "f")
         self._user_g = check_function(g, "g")
@@ -193,31 +106,17 @@ class AdditiveCoupling(InvertibleLayer):
         self.f = self._user_f
         self.g = self._user_g
 
-    def _builtin(self, name):
-        return ResidualFunction(
-            rank=self.rank,
-            hidden_channels=self.hidden_channels,
-            kernel_size=self.kernel_size,
-            normalization=self.normalization,
-            activation=self.activation,
-            zero_init=self.zero_init,
-            init_scale=self.init_scale,
-            dtype=self.dtype_policy,
-            name=name,
-        )
-
     def build(self, input_shape):
-        input_shape = check_splittable_shape(self, input_shape, self.rank)
-        half_shape = input_shape[:-1] + (input_shape[-1] // 2,)
+        half_shape = self._half_shape(input_shape)
         if self.f is None:
-            self.f = self._builtin("f")
+            self.f = self._residual_function("f")
         else:
             check_function_output(self, self.f, "f", half_shape)
         if not self.f.built:
             self.f.build(half_shape)
         if self.use_g:
             if self.g is None:
-                self.g = self._builtin("g")
+                self.g = self._residual_function("g")
             else:
                 check_function_output(self, self.g, "g", half_shape)
             if not self.g.built:
@@ -233,20 +132,16 @@ class AdditiveCoupling(InvertibleLayer):
         y2 = x2 + self._apply(self.g, y1, training) if self.use_g else x2
         return tf.concat([y1, y2], axis=-1)
 
-    def inverse(self, y, training=None):
-        self.build_for_inverse(y.shape)
-        y = tf.convert_to_tensor(y)
+    def _inverse(self, y, training=None):
         y1, y2 = split_halves(y)
         x2 = y2 - self._apply(self.g, y1, training) if self.use_g else y2
         x1 = y1 - self._apply(self.f, x2, training)
         return tf.concat([x1, x2], axis=-1)
 
-    def backward(self, y, dy, training=None, dlog_det=None):
-        # The log-determinant is identically zero: `dlog_det` changes nothing.
+    def _backward(self, y, dy, training=None, dlog_det=None):
+        # Volume preserving: `dlog_det` is always None here.
         # Fused: the inversion's F(x2) and G(y1) are recorded and differentiated,
         # instead of inverting and then recomputing the forward pass.
-        y = tf.convert_to_tensor(y)
-        dy = tf.cast(dy, y.dtype)
         y1, y2 = split_halves(y)
         dy1, dy2 = split_halves(dy)
         unconnected = tf.UnconnectedGradients.ZERO
@@ -261,7 +156,7 @@ class AdditiveCoupling(InvertibleLayer):
                 g_out, [y1] + g_vars, output_gradients=dy2, unconnected_gradients=unconnected
             )
             dy1 = dy1 + grads[0]
-            pairs.append((g_vars, grads[1:]))
+            pairs.extend(zip(g_vars, grads[1:]))
         else:
             x2 = y2
         f_vars = list(self.f.trainable_variables)
@@ -273,16 +168,12 @@ class AdditiveCoupling(InvertibleLayer):
             f_out, [x2] + f_vars, output_gradients=dy1, unconnected_gradients=unconnected
         )
         dx = tf.concat([dy1, dy2 + grads[0]], axis=-1)
-        pairs.append((f_vars, grads[1:]))
+        pairs.extend(zip(f_vars, grads[1:]))
         x = tf.stop_gradient(tf.concat([x1, x2], axis=-1))
-        return x, dx, assemble_gradients(list(self.trainable_variables), pairs)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+        return x, dx, pairs
 
     def get_config(self):
         config = super().get_config()
-        config.update(residual_arguments_config(self))
         config.update(
             f=None if self._user_f is None else keras.saving.serialize_keras_object(self._user_f),
             g=None if self._user_g is None else keras.saving.serialize_keras_object(self._user_g),

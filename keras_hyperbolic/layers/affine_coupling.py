@@ -6,30 +6,17 @@ import numbers
 import keras
 import tensorflow as tf
 
-from keras_hyperbolic.layers.additive_coupling import (
-    assemble_gradients,
+from keras_hyperbolic.layers.coupling import (
+    BaseCoupling,
     check_function,
-    check_splittable_shape,
-    residual_arguments_config,
+    check_function_output,
     split_halves,
 )
-from keras_hyperbolic.layers.invertible import InvertibleLayer
-from keras_hyperbolic.layers.residual import (
-    ResidualFunction,
-    check_init_scale,
-    check_normalization,
-)
-from keras_hyperbolic.validation import (
-    check_activation,
-    check_optional_positive_int,
-    check_positive_int,
-    check_rank,
-    invalid,
-)
+from keras_hyperbolic.validation import invalid
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class AffineCoupling(InvertibleLayer):
+class AffineCoupling(BaseCoupling):
     """Affine coupling block of RealNVP / Glow, rank-generic.
 
     Splits the channels into `[x1 | x2]`; a network of `x1` outputs `2C`
@@ -101,15 +88,16 @@ class AffineCoupling(InvertibleLayer):
         network=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.rank = check_rank(rank)
-        self.hidden_channels = check_optional_positive_int(hidden_channels, "hidden_channels")
-        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
-        self.normalization = check_normalization(normalization)
-        check_activation(activation)
-        self.activation = activation
-        self.zero_init = bool(zero_init)
-        self.init_scale = check_init_scale(init_scale)
+        super().__init__(
+            rank,
+            hidden_channels=hidden_channels,
+            kernel_size=kernel_size,
+            normalization=normalization,
+            activation=activation,
+            zero_init=zero_init,
+            init_scale=init_scale,
+            **kwargs,
+        )
         if (
             isinstance(scale_bound, bool)
             or not isinstance(scale_bound, numbers.Real)
@@ -122,33 +110,11 @@ class AffineCoupling(InvertibleLayer):
         self.network = self._user_network
 
     def build(self, input_shape):
-        input_shape = check_splittable_shape(self, input_shape, self.rank)
-        half = input_shape[-1] // 2
-        half_shape = input_shape[:-1] + (half,)
+        half_shape = self._half_shape(input_shape)
         if self.network is None:
-            self.network = ResidualFunction(
-                rank=self.rank,
-                filters=2 * half,
-                hidden_channels=self.hidden_channels,
-                kernel_size=self.kernel_size,
-                normalization=self.normalization,
-                activation=self.activation,
-                zero_init=self.zero_init,
-                init_scale=self.init_scale,
-                dtype=self.dtype_policy,
-                name="network",
-            )
+            self.network = self._residual_function("network", filters=2 * half_shape[-1])
         else:
-            try:
-                out_shape = tuple(self.network.compute_output_shape(half_shape))
-            except NotImplementedError:
-                out_shape = None
-            if out_shape is not None and tuple(out_shape[1:]) != half_shape[1:-1] + (2 * half,):
-                raise ValueError(
-                    f"Invalid value for argument `network` of AffineCoupling: it must map "
-                    f"a half of shape {half_shape} to {half_shape[:-1] + (2 * half,)}. "
-                    f"Received: network with output shape {out_shape}"
-                )
+            check_function_output(self, self.network, "network", half_shape, 2 * half_shape[-1])
         if not self.network.built:
             self.network.build(half_shape)
 
@@ -167,37 +133,25 @@ class AffineCoupling(InvertibleLayer):
         s, t = self._scale_shift(x1, training)
         return tf.concat([x1, x2 * tf.exp(s) + t], axis=-1)
 
-    def forward_and_log_det(self, x, training=None):
-        x = tf.convert_to_tensor(x)
-        if not self.built:
-            self.build(x.shape)
-        x = tf.cast(x, self.input_dtype)
+    def _forward_and_log_det(self, x, training=None):
         x1, x2 = split_halves(x)
         s, t = self._scale_shift(x1, training)
         return tf.concat([x1, x2 * tf.exp(s) + t], axis=-1), self._log_det(s)
 
-    def inverse(self, y, training=None):
-        self.build_for_inverse(y.shape)
-        y = tf.convert_to_tensor(y)
+    def _inverse(self, y, training=None):
         y1, y2 = split_halves(y)
         s, t = self._scale_shift(y1, training)
         return tf.concat([y1, (y2 - t) * tf.exp(-s)], axis=-1)
 
-    def log_det_jacobian(self, x, training=None):
-        x = tf.convert_to_tensor(x)
-        if not self.built:
-            self.build(x.shape)
+    def _log_det_jacobian(self, x, training=None):
         s, _ = self._scale_shift(split_halves(x)[0], training)
         return self._log_det(s)
 
-    def backward(self, y, dy, training=None, dlog_det=None):
+    def _backward(self, y, dy, training=None, dlog_det=None):
         # y2 = x2 e^s + t: dx2 = dy2 e^s, ds = dy2 (y2 - t) (+ dlog_det), dt = dy2,
         # dx1 = dy1 + (network's VJP at y1 = x1).
-        y = tf.convert_to_tensor(y)
-        dy = tf.cast(dy, y.dtype)
         y1, y2 = split_halves(y)
         dy1, dy2 = split_halves(dy)
-        variables = list(self.trainable_variables)
         net_vars = list(self.network.trainable_variables)
         with tf.GradientTape() as tape:
             tape.watch(y1)
@@ -207,7 +161,6 @@ class AffineCoupling(InvertibleLayer):
         x2 = tf.stop_gradient(shifted / scale)
         ds = dy2 * shifted
         if dlog_det is not None:
-            dlog_det = tf.cast(dlog_det, y.dtype)
             ds = ds + tf.reshape(dlog_det, [-1] + [1] * (len(y.shape) - 1))
         grads = tape.gradient(
             [s, t],
@@ -217,14 +170,10 @@ class AffineCoupling(InvertibleLayer):
         )
         dx = tf.concat([dy1 + grads[0], dy2 * scale], axis=-1)
         x = tf.stop_gradient(tf.concat([y1, x2], axis=-1))
-        return x, dx, assemble_gradients(variables, [(net_vars, grads[1:])])
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+        return x, dx, list(zip(net_vars, grads[1:]))
 
     def get_config(self):
         config = super().get_config()
-        config.update(residual_arguments_config(self))
         config.update(
             scale_bound=self.scale_bound,
             network=None

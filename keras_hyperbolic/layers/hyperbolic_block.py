@@ -5,8 +5,7 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_hyperbolic.layers.additive_coupling import (
-    assemble_gradients,
+from keras_hyperbolic.layers.coupling import (
     check_splittable_shape,
     serialize_activation,
     split_halves,
@@ -107,9 +106,6 @@ class HyperbolicBlock(InvertibleLayer):
     Deep Residual Neural Networks" (2018).
     """
 
-    is_constant_jacobian = True
-    is_volume_preserving = True
-
     def __init__(
         self,
         rank,
@@ -122,7 +118,8 @@ class HyperbolicBlock(InvertibleLayer):
         bias_initializer="zeros",
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        # det = +1 for every input (see above).
+        super().__init__(is_volume_preserving=True, **kwargs)
         self.rank = check_rank(rank)
         self.kernel_size = check_positive_int(kernel_size, "kernel_size")
         self.h = check_step_size(h)
@@ -180,19 +177,15 @@ class HyperbolicBlock(InvertibleLayer):
         y_next = 2.0 * y_cur - y_prev + self.h**2 * self._f(y_cur, training)
         return tf.concat([y_cur, y_next], axis=-1)
 
-    def inverse(self, y, training=None):
-        self.build_for_inverse(y.shape)
-        y = tf.convert_to_tensor(y)
+    def _inverse(self, y, training=None):
         y_cur, y_next = split_halves(y)
         y_prev = 2.0 * y_cur - y_next + self.h**2 * self._f(y_cur, training)
         return tf.concat([y_prev, y_cur], axis=-1)
 
-    def backward(self, y, dy, training=None, dlog_det=None):
-        # The log-determinant is identically zero: `dlog_det` changes nothing.
+    def _backward(self, y, dy, training=None, dlog_det=None):
+        # Volume preserving: `dlog_det` is always None here.
         # Output (a, b) = (Y_cur, Y_next); input (Y_prev, Y_cur):
         # dY_prev = -db, dY_cur = da + 2 db + h^2 f'(Y_cur)^T db.
-        y = tf.convert_to_tensor(y)
-        dy = tf.cast(dy, y.dtype)
         y_cur, y_next = split_halves(y)
         da, db = split_halves(dy)
         variables = list(self.trainable_variables)
@@ -208,10 +201,7 @@ class HyperbolicBlock(InvertibleLayer):
         )
         dx = tf.concat([-db, da + 2.0 * db + grads[0]], axis=-1)
         x = tf.concat([y_prev, tf.stop_gradient(y_cur)], axis=-1)
-        return x, dx, assemble_gradients(variables, [(variables, grads[1:])])
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+        return x, dx, list(zip(variables, grads[1:]))
 
     def get_config(self):
         config = super().get_config()

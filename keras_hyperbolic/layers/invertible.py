@@ -1,26 +1,38 @@
 """The invertible-layer contract every invertible layer of the package follows.
 
-An `InvertibleLayer` is a Keras layer with
+An `InvertibleLayer` is a Keras layer whose public maps live on the base class
+(TensorFlow Probability's bijector style); subclasses implement private hooks:
 
-- `call(x, training=None)`: the forward map `y = f(x)`;
-- `inverse(y, training=None)`: `x = f^-1(y)`;
-- `log_det_jacobian(x, training=None)`: `log|det df/dx|` per example, shape `(batch,)`
-  (zeros for volume-preserving layers such as the orthogonal poolings);
-- `backward(y, dy, training, dlog_det=None)`: used by the memory-efficient
-  engine (`keras_hyperbolic.reversible`). Given the layer's output `y` and the
-  gradient `dy` of the loss with respect to it (and, for flows, the gradient
-  `dlog_det` of the loss with respect to the layer's log-determinant),
-  returns `(x, dx, variable_grads)`: the
-  rebuilt input, the gradient with respect to it, and the gradients with
-  respect to `self.trainable_variables` (same order). The default rebuilds `x`
-  by inversion and recomputes the forward pass under a tape; layers that can do
-  better (coupling blocks reuse the function evaluations of the inversion)
-  override it.
+- `call(x, training=None)`: the forward map `y = f(x)` (Keras's own hook);
+- `inverse(y)` -> `_inverse(y, training)`: `x = f^-1(y)`;
+- `log_det_jacobian(x)` -> `_log_det_jacobian(x, training)`: `log|det df/dx|`
+  per example, shape `(batch,)`; never called on volume-preserving layers
+  (the base returns zeros);
+- `forward_and_log_det(x)` -> `_forward_and_log_det(x, training)`: both at
+  once; override only where they share work (affine coupling);
+- `backward(y, dy, training, dlog_det=None)` -> `_backward(...)`: the hook of
+  the memory-efficient engine (`keras_hyperbolic.reversible`). Given the
+  output `y` and the gradient `dy` of the loss with respect to it (and, for
+  flows, `dlog_det` with respect to the layer's log-determinant), returns
+  `(x, dx, pairs)`: the rebuilt input, the gradient with respect to it, and
+  `(variable, gradient)` pairs for the layer's trainable variables (the engine
+  sums pairs that share a variable). The default rebuilds `x` by inversion and
+  recomputes the forward pass under a tape; coupling blocks fuse the two.
+
+The public methods convert their argument the way Keras's `__call__` does,
+build the layer from the shape they receive, and drop `dlog_det` for
+volume-preserving layers, so the hooks receive built layers and stream tensors.
+
+Facts about the Jacobian are constructor arguments, as in TFP:
+`is_volume_preserving` (log-det identically zero) and `is_constant_jacobian`
+(log-det independent of the input; implied by the former). A wrapper derives
+them from what it wraps.
 
 The reversible stream (the tensors passed between invertible layers) stays in
 the variable dtype (float32 under a `mixed_float16` policy), because inversion
 drifts badly in half precision (see DESIGN.md); sub-layers inside a block still
-compute in the policy's compute dtype.
+compute in the policy's compute dtype. `compute_output_spec` reports that
+stream dtype, so symbolic and eager outputs agree.
 """
 
 import keras
@@ -29,12 +41,29 @@ import tensorflow as tf
 
 
 class InvertibleLayer(keras.layers.Layer):
-    """Base class of the package's invertible layers (see the module docstring)."""
+    """Base class of the package's invertible layers (see the module docstring).
 
-    #: True when `log_det_jacobian` does not depend on the input (orthogonal maps).
-    is_constant_jacobian = False
-    #: True when the layer's maps are orthogonal (norm-preserving): log-det is zero.
-    is_volume_preserving = False
+    Args:
+        is_constant_jacobian: the log-determinant does not depend on the input.
+        is_volume_preserving: the log-determinant is identically zero (implies
+            `is_constant_jacobian`).
+        **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
+    """
+
+    def __init__(self, is_constant_jacobian=False, is_volume_preserving=False, **kwargs):
+        super().__init__(**kwargs)
+        self._is_volume_preserving = bool(is_volume_preserving)
+        self._is_constant_jacobian = bool(is_constant_jacobian) or self._is_volume_preserving
+
+    @property
+    def is_constant_jacobian(self):
+        """True when `log_det_jacobian` does not depend on the input."""
+        return self._is_constant_jacobian
+
+    @property
+    def is_volume_preserving(self):
+        """True when `log_det_jacobian` is identically zero."""
+        return self._is_volume_preserving
 
     @property
     def input_dtype(self):
@@ -42,30 +71,92 @@ class InvertibleLayer(keras.layers.Layer):
         # precision) so that inversion does not drift.
         return self.variable_dtype
 
-    def inverse(self, y, training=None):
-        raise NotImplementedError(f"{type(self).__name__} does not implement `inverse`.")
+    def stream_dtype(self, dtype):
+        """The dtype a tensor of `dtype` has on the stream (after Keras's autocast)."""
+        dtype = keras.backend.standardize_dtype(dtype)
+        if self.autocast and keras.backend.is_float_dtype(dtype):
+            return self.input_dtype
+        return dtype
 
-    def log_det_jacobian(self, x, training=None):
-        if self.is_volume_preserving:
-            x = tf.convert_to_tensor(x)
-            return tf.zeros(tf.shape(x)[:1], dtype=x.dtype)
-        raise NotImplementedError(
-            f"{type(self).__name__} does not implement `log_det_jacobian`."
+    def compute_output_spec(self, *args, **kwargs):
+        # Keras reports `compute_dtype` (float16 under mixed precision); the
+        # maps return the stream dtype.
+        spec = super().compute_output_spec(*args, **kwargs)
+        inputs = args[0] if args else next(iter(kwargs.values()))
+        dtype = self.stream_dtype(inputs.dtype)
+        return keras.tree.map_structure(
+            lambda s: keras.KerasTensor(s.shape, dtype=dtype)
+            if keras.backend.is_float_dtype(s.dtype)
+            else s,
+            spec,
         )
 
+    # === Public maps: convert, build, dispatch ===
+
+    def _to_stream(self, x):
+        """`x` as a tensor, floating inputs cast to the stream dtype like `__call__` does."""
+        return tf.convert_to_tensor(self.dtype_policy.convert_input(x, self.autocast, self.input_dtype))
+
+    def _build_from_input(self, input_shape):
+        if not self.built:
+            self.build(tuple(input_shape))
+
+    def build_for_inverse(self, output_shape):
+        """Builds the layer from the shape of `y`, so `inverse` can be called first."""
+        if not self.built:
+            self.build(tuple(self.compute_input_shape(tuple(output_shape))))
+
+    def inverse(self, y, training=None):
+        """`x = f^-1(y)`."""
+        y = self._to_stream(y)
+        self.build_for_inverse(y.shape)
+        return self._inverse(y, training=training)
+
+    def log_det_jacobian(self, x, training=None):
+        """`log|det df/dx|` per example, shape `(batch,)`."""
+        x = self._to_stream(x)
+        self._build_from_input(x.shape)
+        if self.is_volume_preserving:
+            return tf.zeros(tf.shape(x)[:1], dtype=x.dtype)
+        return self._log_det_jacobian(x, training=training)
+
     def forward_and_log_det(self, x, training=None):
-        """`(call(x), log_det_jacobian(x))`; layers that get both cheaply override it."""
-        return self(x, training=training), self.log_det_jacobian(x, training=training)
+        """`(call(x), log_det_jacobian(x))`."""
+        x = self._to_stream(x)
+        self._build_from_input(x.shape)
+        return self._forward_and_log_det(x, training=training)
 
     def backward(self, y, dy, training=None, dlog_det=None):
-        x = tf.stop_gradient(self.inverse(y, training=training))
+        """`(x, dx, [(variable, gradient), ...])` for the engine (module docstring)."""
+        y = self._to_stream(y)
+        dy = tf.cast(dy, y.dtype)
+        if dlog_det is not None:
+            # The log-determinant of a volume-preserving layer is constant zero.
+            dlog_det = None if self.is_volume_preserving else tf.cast(dlog_det, y.dtype)
+        return self._backward(y, dy, training=training, dlog_det=dlog_det)
+
+    # === Hooks for subclasses ===
+
+    def _inverse(self, y, training=None):
+        raise NotImplementedError(f"{type(self).__name__} does not implement `_inverse`.")
+
+    def _log_det_jacobian(self, x, training=None):
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement `_log_det_jacobian`."
+        )
+
+    def _forward_and_log_det(self, x, training=None):
+        return self(x, training=training), self.log_det_jacobian(x, training=training)
+
+    def _backward(self, y, dy, training=None, dlog_det=None):
+        x = tf.stop_gradient(self._inverse(y, training=training))
         variables = list(self.trainable_variables)
         with tf.GradientTape() as tape:
             tape.watch(x)
             if dlog_det is None:
                 targets, target_grads = self.call(x, training=training), dy
             else:
-                y_rebuilt, log_det = self.forward_and_log_det(x, training=training)
+                y_rebuilt, log_det = self._forward_and_log_det(x, training=training)
                 targets, target_grads = [y_rebuilt, log_det], [dy, dlog_det]
         grads = tape.gradient(
             targets,
@@ -73,16 +164,17 @@ class InvertibleLayer(keras.layers.Layer):
             output_gradients=target_grads,
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
         )
-        return x, grads[0], grads[1:]
+        return x, grads[0], list(zip(variables, grads[1:]))
+
+    # === Shapes ===
+
+    def compute_output_shape(self, input_shape):
+        # Most invertible layers keep the shape; resolution changes override this.
+        return tuple(input_shape)
 
     def compute_input_shape(self, output_shape):
         """Shape of `x` for an output shape `y` (the inverse of `compute_output_shape`)."""
         return tuple(output_shape)
-
-    def build_for_inverse(self, output_shape):
-        """Builds the layer from the shape of `y`, so `inverse` can be called first."""
-        if not self.built:
-            self.build(self.compute_input_shape(output_shape))
 
 
 def check_invertible(layer, x, rtol=1e-5, atol=1e-6, training=False):
@@ -105,7 +197,7 @@ def check_invertible(layer, x, rtol=1e-5, atol=1e-6, training=False):
     y = layer(x, training=training)
     x_rebuilt = layer.inverse(y, training=training)
     error = float(
-        tf.norm(tf.cast(x - x_rebuilt, tf.float64))
+        tf.norm(tf.cast(x, tf.float64) - tf.cast(x_rebuilt, tf.float64))
         / (tf.norm(tf.cast(x, tf.float64)) + atol)
     )
     if not np.isfinite(error) or error > rtol:

@@ -46,10 +46,9 @@ class Invertible1x1Conv(InvertibleLayer):
     Convolutions" (2018).
     """
 
-    is_constant_jacobian = True
-
     def __init__(self, seed=None, **kwargs):
-        super().__init__(**kwargs)
+        # prod(spatial) * sum(log_s): independent of the input's values.
+        super().__init__(is_constant_jacobian=True, **kwargs)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise invalid("seed", seed, "an integer or None")
         self.seed = None if seed is None else int(seed)
@@ -110,9 +109,7 @@ class Invertible1x1Conv(InvertibleLayer):
         w = self.weight_matrix(x.dtype)
         return tf.einsum("...i,oi->...o", x, w)
 
-    def inverse(self, y, training=None):
-        self.build_for_inverse(y.shape)
-        y = tf.convert_to_tensor(y)
+    def _inverse(self, y, training=None):
         p, lower, upper = self._factors(y.dtype)
         # W^-1 = U^-1 L^-1 P^T, from two triangular solves.
         w_inv = tf.linalg.triangular_solve(
@@ -120,16 +117,10 @@ class Invertible1x1Conv(InvertibleLayer):
         )
         return tf.einsum("...i,oi->...o", y, w_inv)
 
-    def log_det_jacobian(self, x, training=None):
-        x = tf.convert_to_tensor(x)
-        if not self.built:
-            self.build(x.shape)
+    def _log_det_jacobian(self, x, training=None):
         positions = tf.cast(tf.reduce_prod(tf.shape(x)[1:-1]), x.dtype)
         log_det = positions * tf.reduce_sum(tf.cast(self.log_scale, x.dtype))
         return tf.fill(tf.shape(x)[:1], log_det)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
 
     def get_config(self):
         config = super().get_config()

@@ -56,10 +56,9 @@ class BaseInvertibleConv(InvertibleLayer):
     Convolutional Networks" (ICML 2019 workshop).
     """
 
-    is_constant_jacobian = True
-
     def __init__(self, rank, kernel_size=3, init_noise=0.01, seed=None, **kwargs):
-        super().__init__(**kwargs)
+        # sum_w log|det A(w)| depends on the kernel only.
+        super().__init__(is_constant_jacobian=True, **kwargs)
         self.rank = check_rank(rank)
         self.kernel_size = check_odd_kernel_size(kernel_size)
         if (
@@ -121,21 +120,13 @@ class BaseInvertibleConv(InvertibleLayer):
         self._check_spatial(x, "inputs")
         return fourier.circular_conv(x, tf.cast(self.kernel, x.dtype))
 
-    def inverse(self, y, training=None):
-        self.build_for_inverse(y.shape)
-        y = tf.convert_to_tensor(y)
+    def _inverse(self, y, training=None):
         self._check_spatial(y, "y")
         return fourier.circular_conv_inverse(y, tf.cast(self.kernel, y.dtype))
 
-    def log_det_jacobian(self, x, training=None):
-        x = tf.convert_to_tensor(x)
-        if not self.built:
-            self.build(x.shape)
+    def _log_det_jacobian(self, x, training=None):
         log_det = fourier.circular_conv_log_det(tf.cast(self.kernel, x.dtype), self.spatial_shape)
         return tf.fill(tf.shape(x)[:1], log_det)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
 
     def get_config(self):
         config = super().get_config()

@@ -5,6 +5,7 @@ import numbers
 
 import keras
 
+from keras_hyperbolic.layers.conv_by_rank import conv_class
 from keras_hyperbolic.validation import (
     check_activation,
     check_choice,
@@ -15,8 +16,6 @@ from keras_hyperbolic.validation import (
 )
 
 NORMALIZATIONS = ("batch", "layer", "instance", "none")
-
-_CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
 
 
 def check_normalization(normalization, name="normalization"):
@@ -165,7 +164,7 @@ class ResidualFunction(keras.layers.Layer):
         channels = int(input_shape[-1])
         hidden = self.hidden_channels or channels
         filters = self.filters or channels
-        conv = _CONV[self.rank]
+        conv = conv_class(self.rank)
         use_norm = self.normalization != "none"
         self.conv1 = conv(
             hidden,

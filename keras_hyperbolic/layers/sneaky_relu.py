@@ -62,8 +62,7 @@ class SneakyReLU(InvertibleLayer):
         a = self.alpha
         return (x + a * (tf.sqrt(1.0 + tf.square(x)) - 1.0)) / (1.0 + a)
 
-    def inverse(self, y, training=None):
-        y = tf.convert_to_tensor(y)
+    def _inverse(self, y, training=None):
         a = self.alpha
         c = (1.0 + a) * y + a
         r = tf.sqrt(tf.square(c) + (1.0 - a * a))
@@ -75,14 +74,10 @@ class SneakyReLU(InvertibleLayer):
         rationalised = (tf.square(c) - a * a) / safe
         return tf.where(same_sign, rationalised, direct)
 
-    def log_det_jacobian(self, x, training=None):
-        x = tf.convert_to_tensor(x)
+    def _log_det_jacobian(self, x, training=None):
         a = self.alpha
         log_derivative = tf.math.log1p(a * x / tf.sqrt(1.0 + tf.square(x))) - math.log1p(a)
         return tf.reduce_sum(tf.reshape(log_derivative, (tf.shape(x)[0], -1)), axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
 
     def get_config(self):
         config = super().get_config()

@@ -62,12 +62,10 @@ class ElementwiseAffine(InvertibleLayer):
     def call(self, x, training=None):
         return x * tf.exp(self.log_scale) + self.shift
 
-    def inverse(self, y, training=None):
-        self.build_for_inverse(y.shape)
+    def _inverse(self, y, training=None):
         return (y - self.shift) * tf.exp(-self.log_scale)
 
-    def log_det_jacobian(self, x, training=None):
-        x = tf.convert_to_tensor(x)
+    def _log_det_jacobian(self, x, training=None):
         return tf.fill(tf.shape(x)[:1], tf.reduce_sum(self.log_scale))
 
     def compute_output_shape(self, input_shape):

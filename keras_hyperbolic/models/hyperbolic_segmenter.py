@@ -5,9 +5,11 @@ import tensorflow as tf
 
 from keras_hyperbolic import layers as khl
 from keras_hyperbolic.models.serving import SegmentationServing
+from keras_hyperbolic.layers.conv_by_rank import conv_class
 from keras_hyperbolic.reversible import ReversibleSequence
 from keras_hyperbolic.validation import (
     check_choice,
+    check_divisible_input,
     check_positive_float,
     check_positive_int,
     check_rank,
@@ -16,8 +18,6 @@ from keras_hyperbolic.validation import (
 
 POOLINGS = ("haar", "db2", "learnable", "orthogonal")
 DIRECTIONS = ("down", "up", None)
-
-_CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
 
 
 def make_pooling(pooling, rank, up, name=None):
@@ -69,30 +69,6 @@ def check_units(units, input_pooling_levels=0, name="units"):
     if sum(layers for layers, _ in normalised) == 0:
         raise invalid(name, units, "at least one hyperbolic layer in total")
     return normalised, deepest
-
-
-def check_divisible_input(shape, rank, multiple, steps, name="inputs"):
-    """Raises when a known spatial size of `shape` is not divisible by `multiple`."""
-    shape = tuple(shape)
-    if len(shape) != rank + 2:
-        raise ValueError(
-            f"Invalid shape for argument `{name}`: expected rank {rank + 2} "
-            f"(batch, {rank} spatial axes, channels). Received: {name}.shape={shape}"
-        )
-    if shape[-1] is None:
-        raise ValueError(
-            f"Invalid shape for argument `{name}`: the channel axis must be known. "
-            f"Received: {name}.shape={shape}"
-        )
-    for axis, size in enumerate(shape[1:-1], start=1):
-        if size is not None and size % multiple:
-            raise ValueError(
-                f"Invalid shape for argument `{name}`: spatial axis {axis} has size {size}, "
-                f"which is not divisible by {multiple} (= 2**{steps}: the network halves every "
-                f"spatial axis {steps} times). Use sizes that are multiples of {multiple}. "
-                f"Received: {name}.shape={shape}"
-            )
-    return shape
 
 
 def check_model_inputs(inputs, rank, multiple, steps, channels=None, name="inputs"):
@@ -224,7 +200,7 @@ class HyperbolicSegmenter(SegmentationServing, keras.Model):
         self.units, self.deepest_level = check_units(units, self.input_pooling_levels)
 
         # === Layers ===
-        conv = _CONV[self.rank]
+        conv = conv_class(self.rank)
         self.opening = conv(self.width, self.kernel_size, padding="same", name="opening")
         self.input_pooling = [
             make_pooling("haar", self.rank, up=False, name=f"input_haar_{i}")

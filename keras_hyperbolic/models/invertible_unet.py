@@ -13,19 +13,19 @@ import keras
 import tensorflow as tf
 
 from keras_hyperbolic import layers as khl
+from keras_hyperbolic.layers.conv_by_rank import conv_class
 from keras_hyperbolic.layers.invertible import InvertibleLayer
 from keras_hyperbolic.models.serving import SegmentationServing
 from keras_hyperbolic.ops.pixel_shuffle import squeeze, unsqueeze
 from keras_hyperbolic.reversible import ReversibleSequence
 from keras_hyperbolic.validation import (
     check_choice,
+    check_divisible_input,
     check_positive_int,
     check_rank,
     invalid,
 )
-from keras_hyperbolic.models.hyperbolic_segmenter import check_divisible_input, check_model_inputs
-
-_CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
+from keras_hyperbolic.models.hyperbolic_segmenter import check_model_inputs
 DEFAULT_SPLIT = {1: 0.5, 2: 0.5, 3: 0.25}  # iUNet Remark 7: channels double per level
 
 
@@ -34,14 +34,20 @@ DEFAULT_SPLIT = {1: 0.5, 2: 0.5, 3: 0.25}  # iUNet Remark 7: channels double per
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
 class ActiveChannels(InvertibleLayer):
-    """Applies an invertible layer to the first `active` channels; the rest pass through."""
+    """Applies an invertible layer to the first `active` channels; the rest pass through.
 
-    is_constant_jacobian = True
+    The Jacobian is block diagonal `[J_layer, I]`: the log-det, and what is
+    known about it, are the wrapped layer's.
+    """
 
     def __init__(self, layer, active, **kwargs):
-        super().__init__(**kwargs)
         if isinstance(layer, dict):
             layer = keras.saving.deserialize_keras_object(layer)
+        super().__init__(
+            is_constant_jacobian=layer.is_constant_jacobian,
+            is_volume_preserving=layer.is_volume_preserving,
+            **kwargs,
+        )
         self.layer = layer
         self.active = int(active)
 
@@ -50,28 +56,22 @@ class ActiveChannels(InvertibleLayer):
         if not self.layer.built:
             self.layer.build(shape[:-1] + (self.active,))
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
     def call(self, x, training=None):
         a, rest = x[..., : self.active], x[..., self.active :]
         return tf.concat([self.layer(a, training=training), rest], axis=-1)
 
-    def inverse(self, y, training=None):
-        self.build_for_inverse(y.shape)
+    def _inverse(self, y, training=None):
         a, rest = y[..., : self.active], y[..., self.active :]
         return tf.concat([self.layer.inverse(a, training=training), rest], axis=-1)
 
-    def log_det_jacobian(self, x, training=None):
+    def _log_det_jacobian(self, x, training=None):
         return self.layer.log_det_jacobian(x[..., : self.active], training=training)
 
-    def backward(self, y, dy, training=None):
+    def _backward(self, y, dy, training=None, dlog_det=None):
         a, rest = y[..., : self.active], y[..., self.active :]
         da, drest = dy[..., : self.active], dy[..., self.active :]
-        x, dx, grads = self.layer.backward(a, da, training=training)
-        by_id = {id(v): g for v, g in zip(self.layer.trainable_variables, grads)}
-        grads = [by_id.get(id(v)) for v in self.trainable_variables]
-        return tf.concat([x, rest], axis=-1), tf.concat([dx, drest], axis=-1), grads
+        x, dx, pairs = self.layer.backward(a, da, training=training, dlog_det=dlog_det)
+        return tf.concat([x, rest], axis=-1), tf.concat([dx, drest], axis=-1), pairs
 
     def get_config(self):
         config = super().get_config()
@@ -88,13 +88,15 @@ class SplitDownsample(InvertibleLayer):
     channels of `y`. The shuffle is a parameter-free reordering.
     """
 
-    is_constant_jacobian = True
-    is_volume_preserving = True
-
     def __init__(self, rank, channels, keep, down, **kwargs):
-        super().__init__(**kwargs)
         if isinstance(down, dict):
             down = keras.saving.deserialize_keras_object(down)
+        # The shuffle of the carried channels is a permutation: `down` decides.
+        super().__init__(
+            is_constant_jacobian=down.is_constant_jacobian,
+            is_volume_preserving=down.is_volume_preserving,
+            **kwargs,
+        )
         self.rank, self.channels, self.keep, self.down = int(rank), int(channels), int(keep), down
 
     def build(self, input_shape):
@@ -116,8 +118,7 @@ class SplitDownsample(InvertibleLayer):
         kept, rest = x[..., : self.keep], x[..., self.keep :]
         return tf.concat([self.down(kept), squeeze(rest, self.rank)], axis=-1)
 
-    def inverse(self, y, training=None):
-        self.build_for_inverse(y.shape)
+    def _inverse(self, y, training=None):
         width = self.keep * 2**self.rank
         kept = self.down.inverse(y[..., :width])
         return tf.concat([kept, unsqueeze(y[..., width:], self.rank)], axis=-1)
@@ -137,13 +138,15 @@ class UpsampleConcat(InvertibleLayer):
     `[U(y) | c | unshuffle(rest)]`. The inverse of `SplitDownsample`'s layout.
     """
 
-    is_constant_jacobian = True
-    is_volume_preserving = True
-
     def __init__(self, rank, active, skip, up, **kwargs):
-        super().__init__(**kwargs)
         if isinstance(up, dict):
             up = keras.saving.deserialize_keras_object(up)
+        # The unshuffle of the carried channels is a permutation: `up` decides.
+        super().__init__(
+            is_constant_jacobian=up.is_constant_jacobian,
+            is_volume_preserving=up.is_volume_preserving,
+            **kwargs,
+        )
         self.rank, self.active, self.skip, self.up = int(rank), int(active), int(skip), up
 
     def build(self, input_shape):
@@ -166,8 +169,7 @@ class UpsampleConcat(InvertibleLayer):
         rest = x[..., self.active :]
         return tf.concat([self.up(y), unsqueeze(rest, self.rank)], axis=-1)
 
-    def inverse(self, y, training=None):
-        self.build_for_inverse(y.shape)
+    def _inverse(self, y, training=None):
         width = self.active // 2**self.rank
         a = self.up.inverse(y[..., :width])
         return tf.concat([a, squeeze(y[..., width:], self.rank)], axis=-1)
@@ -307,7 +309,7 @@ class InvertibleUNet(SegmentationServing, keras.Model):
         self.layout = level_channels(self.channels, self.levels, self.rank, self.split_fraction)
 
         # === Layers ===
-        conv = _CONV[self.rank]
+        conv = conv_class(self.rank)
         pool = getattr(khl, f"OrthogonalPooling{self.rank}D")
         unpool = getattr(khl, f"OrthogonalUnpooling{self.rank}D")
 

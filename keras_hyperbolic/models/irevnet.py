@@ -4,9 +4,8 @@ import keras
 import tensorflow as tf
 
 from keras_hyperbolic import layers as khl
-from keras_hyperbolic.models.hyperbolic_segmenter import check_divisible_input
 from keras_hyperbolic.reversible import ReversibleSequence
-from keras_hyperbolic.validation import check_positive_int, invalid
+from keras_hyperbolic.validation import check_divisible_input, check_positive_int, invalid
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")

@@ -2,11 +2,12 @@
 
 import keras
 
-from keras_hyperbolic.models.hyperbolic_segmenter import check_divisible_input
+from keras_hyperbolic.layers.conv_by_rank import conv_class
 from keras_hyperbolic.models.serving import SegmentationServing
 from keras_hyperbolic.validation import (
     check_activation,
     check_choice,
+    check_divisible_input,
     check_positive_int,
     check_rank,
 )
@@ -25,7 +26,6 @@ def _normalization(kind, channels):
     divisors = [g for g in (8, 4, 2) if channels % g == 0 and channels // g >= 2]
     return keras.layers.GroupNormalization(groups=divisors[0] if divisors else 1)
 
-_CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
 _CONV_T = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
 _POOL = {1: keras.layers.MaxPooling1D, 2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
 _UP = {1: keras.layers.UpSampling1D, 2: keras.layers.UpSampling2D, 3: keras.layers.UpSampling3D}
@@ -103,7 +103,7 @@ class BaselineUNet(SegmentationServing, keras.Model):
         def conv_block(channels, name):
             return keras.Sequential(
                 [
-                    _CONV[self.rank](channels, self.kernel_size, padding="same", use_bias=False),
+                    conv_class(self.rank)(channels, self.kernel_size, padding="same", use_bias=False),
                     _normalization(self.normalization, channels),
                     keras.layers.Activation(activation),
                 ],
@@ -118,7 +118,7 @@ class BaselineUNet(SegmentationServing, keras.Model):
         self.pools = [_POOL[self.rank](2, name=f"pool{level}") for level in range(self.levels)]
         self.ups = [
             keras.Sequential(
-                [_UP[self.rank](2), _CONV[self.rank](self.filters * 2**level, self.kernel_size,
+                [_UP[self.rank](2), conv_class(self.rank)(self.filters * 2**level, self.kernel_size,
                                                    padding="same")],
                 name=f"up{level}",
             )
@@ -130,7 +130,7 @@ class BaselineUNet(SegmentationServing, keras.Model):
             for level in range(self.levels)
         ]
         self.concat = keras.layers.Concatenate(axis=-1)
-        self.head = _CONV[self.rank](self.num_classes, 1, name="logits")
+        self.head = conv_class(self.rank)(self.num_classes, 1, name="logits")
 
     @property
     def input_multiple(self):

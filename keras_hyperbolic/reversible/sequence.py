@@ -17,30 +17,57 @@ vector-Jacobian product). Why it is built this way (DESIGN.md, measured on TF 2.
   the forward pass, and not again during the rebuild.
 - Layers with random state (dropout, noise) cannot reproduce their draw during
   the rebuild and are refused.
-- `grad_fn` receives the underlying `tf.Variable`s (MirroredVariables under a
-  strategy) in no guaranteed order: gradients are matched to them by identity.
+- Blocks return `(variable, gradient)` pairs; `grad_fn` receives the
+  underlying `tf.Variable`s in no guaranteed order, and `match_gradients`
+  (gradients.py) is the one place that pairs them up.
 """
+
+import contextlib
 
 import keras
 import tensorflow as tf
 
 from keras_hyperbolic.layers.invertible import InvertibleLayer
+from keras_hyperbolic.reversible.gradients import match_gradients
 
 
-def _underlying(variable):
-    """The `tf.Variable` (or distributed variable) behind a Keras variable."""
-    return getattr(variable, "_value", variable)
+@contextlib.contextmanager
+def record_inputs(stacks):
+    """Records the inputs that each `ReversibleSequence` in `stacks` receives.
 
+    Only eager calls are recorded (a traced call has symbolic inputs). Used by
+    `keras_hyperbolic.callbacks.InversionMonitor` to probe each stack on what
+    the model really feeds it.
 
-def _sum_by_variable(pairs):
-    """{id of the underlying variable: gradient}, summing over blocks that share a variable."""
-    by_variable = {}
-    for variable, grad in pairs:
-        key = id(_underlying(variable))
-        if grad is not None and by_variable.get(key) is not None:
-            grad = by_variable[key] + grad
-        by_variable[key] = grad if grad is not None else by_variable.get(key)
-    return by_variable
+    Args:
+        stacks: an iterable of `ReversibleSequence`s.
+
+    Yields:
+        A list with one list per stack (same order), filled by the calls made
+        inside the `with` block.
+
+    Example:
+    >>> with record_inputs([stack]) as (seen,):
+    ...     model(x)
+    >>> stack.reconstruction_error(seen[0])
+    """
+    stacks = list(stacks)
+    for stack in stacks:
+        if not isinstance(stack, ReversibleSequence):
+            raise TypeError(
+                "Invalid value for argument `stacks`. Expected ReversibleSequence "
+                f"layers. Received: an element of type {type(stack).__name__}"
+            )
+    records = [[] for _ in stacks]
+    previous = [stack._input_recorder for stack in stacks]
+    # A bound `append`, not the list: Keras would track (copy) a list attribute.
+    for stack, record in zip(stacks, records):
+        stack._input_recorder = record.append
+    try:
+        yield records
+    finally:
+        for stack, recorder in zip(stacks, previous):
+            stack._input_recorder = recorder
 
 
 def _random_sublayers(layer):
@@ -94,7 +121,13 @@ class ReversibleSequence(InvertibleLayer):
     """
 
     def __init__(self, layers, memory_efficient=True, **kwargs):
-        super().__init__(**kwargs)
+        blocks = layers if isinstance(layers, (list, tuple)) else []
+        super().__init__(
+            # The stack's log-det is the sum of its blocks'.
+            is_constant_jacobian=all(getattr(b, "is_constant_jacobian", False) for b in blocks),
+            is_volume_preserving=all(getattr(b, "is_volume_preserving", False) for b in blocks),
+            **kwargs,
+        )
         if isinstance(layers, keras.layers.Layer) or not isinstance(layers, (list, tuple)):
             raise TypeError(
                 "Invalid value for argument `layers`. Expected a list of invertible "
@@ -132,8 +165,8 @@ class ReversibleSequence(InvertibleLayer):
                     )
         self.blocks = list(layers)
         self.memory_efficient = memory_efficient
-        # Recorded inputs for InversionMonitor probes (eager calls only).
-        self._probe_inputs = None
+        # Called with this stack's eager inputs inside `record_inputs` (None: off).
+        self._input_recorder = None
 
     # === Shapes and building ===
 
@@ -162,8 +195,8 @@ class ReversibleSequence(InvertibleLayer):
     # === Maps ===
 
     def call(self, inputs, training=None):
-        if self._probe_inputs is not None and tf.executing_eagerly():
-            self._probe_inputs.append(inputs)
+        if self._input_recorder is not None and tf.executing_eagerly():
+            self._input_recorder(inputs)
         if not self.memory_efficient:
             outputs = inputs
             for layer in self.blocks:
@@ -171,26 +204,21 @@ class ReversibleSequence(InvertibleLayer):
             return outputs
         return self._memory_efficient_call(inputs, training)
 
-    def inverse(self, outputs, training=None):
-        self.build_for_inverse(outputs.shape)
+    def _inverse(self, outputs, training=None):
         inputs = outputs
         for layer in reversed(self.blocks):
             inputs = layer.inverse(inputs, training=training)
         return inputs
 
-    def log_det_jacobian(self, inputs, training=None):
-        _, log_det = self.forward_and_log_det(inputs, training=training)
-        return log_det
+    def _log_det_jacobian(self, inputs, training=None):
+        return self._forward_and_log_det(inputs, training=training)[1]
 
-    def forward_and_log_det(self, inputs, training=None):
-        inputs = tf.convert_to_tensor(inputs)
-        if not self.built:
-            self.build(inputs.shape)
+    def _forward_and_log_det(self, inputs, training=None):
         if self.memory_efficient:
             return self._memory_efficient_call(inputs, training, with_log_det=True)
-        return self._forward_and_log_det(inputs, training)
+        return self._plain_forward_and_log_det(inputs, training)
 
-    def _forward_and_log_det(self, inputs, training):
+    def _plain_forward_and_log_det(self, inputs, training):
         outputs = inputs
         log_det = tf.zeros(tf.shape(outputs)[:1], dtype=self.variable_dtype)
         for layer in self.blocks:
@@ -198,15 +226,9 @@ class ReversibleSequence(InvertibleLayer):
             log_det = log_det + tf.cast(block_log_det, log_det.dtype)
         return outputs, log_det
 
-    def backward(self, outputs, grad_outputs, training=None, dlog_det=None):
+    def _backward(self, outputs, grad_outputs, training=None, dlog_det=None):
         # A nested ReversibleSequence is one more block to the engine.
-        inputs, grad_inputs, pairs = self._backward_through_blocks(
-            outputs, grad_outputs, training, dlog_det
-        )
-        by_variable = _sum_by_variable(pairs)
-        return inputs, grad_inputs, [
-            by_variable.get(id(_underlying(v))) for v in self.trainable_variables
-        ]
+        return self._backward_through_blocks(outputs, grad_outputs, training, dlog_det)
 
     def reconstruction_error(self, inputs, training=False):
         """`||inverse(call(x)) - x|| / ||x||` in float64: how far inversion has drifted."""
@@ -228,18 +250,15 @@ class ReversibleSequence(InvertibleLayer):
             with tf.control_dependencies(waits_for):
                 outputs = tf.identity(outputs)
             # The total log-det is the sum of the blocks': each block gets the
-            # same incoming gradient. Blocks with log-det == 0 ignore it.
-            extra = {}
-            if dlog_det is not None and not layer.is_volume_preserving:
-                extra["dlog_det"] = dlog_det
+            # same incoming gradient (volume-preserving blocks drop it).
             # Moving statistics were updated by the forward pass; the rebuild
             # must not update them again.
             with keras.StatelessScope():
-                inputs, grad_inputs, grads = layer.backward(
-                    outputs, grad_outputs, training=training, **extra
+                inputs, grad_inputs, block_pairs = layer.backward(
+                    outputs, grad_outputs, training=training, dlog_det=dlog_det
                 )
-            pairs.extend(zip(layer.trainable_variables, grads))
-            waits_for = [grad_inputs] + [g for g in grads if g is not None]
+            pairs.extend(block_pairs)
+            waits_for = [grad_inputs] + [g for _, g in block_pairs if g is not None]
             outputs, grad_outputs = inputs, grad_inputs
         return outputs, grad_outputs, pairs
 
@@ -249,7 +268,7 @@ class ReversibleSequence(InvertibleLayer):
         @tf.custom_gradient
         def reversible_stack(stack_inputs):
             if with_log_det:
-                outputs, log_det = self._forward_and_log_det(stack_inputs, training)
+                outputs, log_det = self._plain_forward_and_log_det(stack_inputs, training)
             else:
                 outputs = stack_inputs
                 for layer in self.blocks:
@@ -261,9 +280,7 @@ class ReversibleSequence(InvertibleLayer):
                 _, grad_inputs, pairs = self._backward_through_blocks(
                     outputs, grad_outputs, training, grad_log_det
                 )
-                by_variable = _sum_by_variable(pairs)
-                grad_variables = [by_variable.get(id(v)) for v in (variables or [])]
-                return grad_inputs, grad_variables
+                return grad_inputs, match_gradients(variables or [], pairs)
 
             if with_log_det:
                 return (outputs, log_det), grad_fn

@@ -59,13 +59,12 @@ def constant_kernels_active():
 class BaseInvertiblePooling(InvertibleLayer):
     """Base of the invertible poolings; not public (use the 1D/2D/3D classes)."""
 
-    is_constant_jacobian = True
-    is_volume_preserving = True
     #: False: `call` halves the resolution; True: `call` doubles it (unpooling).
     upsample = False
 
     def __init__(self, rank, **kwargs):
-        super().__init__(**kwargs)
+        # Orthogonal maps (a permutation, an orthogonal DWT or block transform).
+        super().__init__(is_volume_preserving=True, **kwargs)
         self.rank = check_rank(rank)
         self.factor = 2**self.rank
         self.fine_channels = None
@@ -158,15 +157,8 @@ class BaseInvertiblePooling(InvertibleLayer):
     def call(self, inputs, training=None):
         return self._run(inputs, down=not self.upsample, name="inputs")
 
-    def inverse(self, outputs, training=None):
-        outputs = tf.convert_to_tensor(outputs)
-        self.build_for_inverse(tuple(outputs.shape))
+    def _inverse(self, outputs, training=None):
         return self._run(outputs, down=self.upsample, name="outputs")
-
-    def build_for_inverse(self, output_shape):
-        if not self.built:
-            self.build(self.compute_input_shape(output_shape))
-            self.built = True
 
     # --- constant kernels (deployment) ---------------------------------------
     def constant_kernel(self):

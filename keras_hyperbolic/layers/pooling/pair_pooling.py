@@ -42,11 +42,7 @@ class PairPooling(InvertibleLayer):
     Networks", Sec. 3.2 (coarsening the network state).
     """
 
-    is_constant_jacobian = True
-    is_volume_preserving = True
-
     def __init__(self, layer, **kwargs):
-        super().__init__(**kwargs)
         if isinstance(layer, dict):
             layer = keras.saving.deserialize_keras_object(layer)
         if not isinstance(layer, BaseInvertiblePooling):
@@ -55,6 +51,11 @@ class PairPooling(InvertibleLayer):
                 "unpooling layer of keras_hyperbolic (e.g. WaveletPooling2D()). "
                 f"Received: layer={layer!r}"
             )
+        super().__init__(
+            is_constant_jacobian=layer.is_constant_jacobian,
+            is_volume_preserving=layer.is_volume_preserving,
+            **kwargs,
+        )
         self.layer = layer
 
     def _half(self, shape, name):
@@ -70,7 +71,6 @@ class PairPooling(InvertibleLayer):
         half = self._half(input_shape, "inputs")
         if not self.layer.built:
             self.layer.build(half)
-            self.layer.built = True
 
     def compute_output_shape(self, input_shape):
         out = self.layer.compute_output_shape(self._half(input_shape, "input_shape"))
@@ -92,16 +92,9 @@ class PairPooling(InvertibleLayer):
         self._half(inputs.shape, "inputs")
         return self._apply(self.layer, inputs)
 
-    def inverse(self, outputs, training=None):
-        outputs = tf.convert_to_tensor(outputs)
+    def _inverse(self, outputs, training=None):
         self._half(outputs.shape, "outputs")
-        self.build_for_inverse(tuple(outputs.shape))
         return self._apply(self.layer.inverse, outputs)
-
-    def build_for_inverse(self, output_shape):
-        if not self.built:
-            self.build(self.compute_input_shape(output_shape))
-            self.built = True
 
     def get_config(self):
         config = super().get_config()
