@@ -71,6 +71,9 @@ PRESETS = {
             "kernel_size": 3,
             "hidden_channels": 16,
             "h": 0.5,
+            # Weight normalisation keeps each block's f' symmetric negative
+            # semi-definite (HyperbolicBlock's stability condition).
+            "normalization": "weight",
         },
     },
     "tiny_2d": {
