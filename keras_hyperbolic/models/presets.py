@@ -89,9 +89,11 @@ PRESETS = {
             "kernel_size": 3,
             "hidden_channels": 16,
             "h": 0.5,
-            # Weight normalisation keeps each block's f' symmetric negative
-            # semi-definite (HyperbolicBlock's stability condition).
-            "normalization": "weight",
+            # Layer norm, not HyperbolicBlock's default "weight": measured on
+            # this task (300 steps, seed 0), "layer" reaches mean IoU 90.7 and
+            # "weight" 75.5. Layer norm makes f' non-symmetric, so the block's
+            # stability bound does not apply to this preset.
+            "normalization": "layer",
         },
     },
     "tiny_2d": {
