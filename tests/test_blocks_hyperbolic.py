@@ -26,6 +26,7 @@ def pair(shape, seed=0, dtype="float32"):
     [
         ({"rank": 1, "normalization": "batch"}, (2, 7, 6), "float64"),
         ({"rank": 2, "hidden_channels": 5}, (2, 5, 3, 6), "float32"),
+        ({"rank": 2, "normalization": "layer"}, (2, 4, 3, 6), "float32"),
         ({"rank": 3, "normalization": "none", "kernel_size": 2}, (2, 3, 4, 2, 2), "float32"),
     ],
 )
@@ -61,6 +62,74 @@ def test_transpose_shares_the_kernel():
     assert float(tf.reduce_sum(a * fa)) < 0
 
 
+def f_jacobian(layer, y_cur, training=None):
+    """Dense Jacobian of `f` at `y_cur` (one example), read off the public call.
+
+    `d Y_next / d Y_cur = 2 I + h**2 f'(Y_cur)`.
+    """
+    y_cur = tf.constant(y_cur)
+    channels = y_cur.shape[-1]
+    with tf.GradientTape() as tape:
+        tape.watch(y_cur)
+        x = tf.concat([tf.zeros_like(y_cur), y_cur], axis=-1)
+        y_next = layer(x, training=training)[..., channels:]
+    n = int(np.prod(y_cur.shape))
+    jacobian = tape.jacobian(y_next, y_cur).numpy().reshape(n, n)
+    return (jacobian - 2 * np.eye(n)) / layer.h**2
+
+
+def symmetry_and_definiteness(fp):
+    """(relative asymmetry, largest eigenvalue of the symmetric part relative to ||f'||)."""
+    scale = np.abs(fp).max()
+    asymmetry = np.abs(fp - fp.T).max() / scale
+    top = np.linalg.eigvalsh((fp + fp.T) / 2).max() / scale
+    return asymmetry, top
+
+
+@pytest.mark.parametrize(
+    "rank, shape", [(1, (1, 7, 3)), (2, (1, 3, 4, 2)), (3, (1, 2, 2, 3, 2))]
+)
+def test_default_f_jacobian_is_symmetric_negative_semidefinite(rank, shape):
+    # The stability claim rests on f'(Y) = -K^T D K. Check it on the default
+    # block with non-trivial weight-norm scales and biases, at several inputs.
+    layer = HyperbolicBlock(rank=rank, h=0.5, hidden_channels=5, dtype="float64")
+    assert layer.normalization == "weight"
+    rng = np.random.default_rng(7)
+    layer.build(shape[:-1] + (2 * shape[-1],))
+    layer.kernel_scale.assign(rng.uniform(-2.0, 2.0, layer.kernel_scale.shape))
+    layer.bias.assign(rng.standard_normal(layer.bias.shape))
+    for _ in range(3):
+        fp = f_jacobian(layer, rng.standard_normal(shape))
+        asymmetry, top = symmetry_and_definiteness(fp)
+        assert np.abs(fp).max() > 1e-3  # f is not trivially zero
+        assert asymmetry <= 1e-5
+        assert top <= 1e-5
+
+
+def test_inference_batch_norm_keeps_the_structure_layer_norm_does_not():
+    # The settings the docstring's stability claim excludes really break it.
+    rng = np.random.default_rng(8)
+    y = rng.standard_normal((1, 6, 2))
+    batch = HyperbolicBlock(rank=1, h=0.5, normalization="batch", hidden_channels=3,
+                            dtype="float64")
+    asymmetry, top = symmetry_and_definiteness(f_jacobian(batch, y, training=False))
+    assert asymmetry <= 1e-10 and top <= 1e-10
+    layer = HyperbolicBlock(rank=1, h=0.5, normalization="layer", hidden_channels=3,
+                            dtype="float64")
+    asymmetry, _ = symmetry_and_definiteness(f_jacobian(layer, y))
+    assert asymmetry > 1e-2
+
+
+def test_weight_normalization_fixes_the_kernel_norm():
+    layer = HyperbolicBlock(rank=2, hidden_channels=4, dtype="float64")
+    layer.build((None, 5, 5, 6))
+    assert [v.name for v in layer.trainable_variables] == ["kernel", "bias", "kernel_scale"]
+    layer.kernel.assign(layer.kernel * 7.0)  # the direction counts, not the size
+    layer.kernel_scale.assign([0.5, 1.0, 2.0, 3.0])
+    norms = np.sqrt(np.sum(np.square(layer._kernel("float64").numpy()), axis=(0, 1, 2)))
+    np.testing.assert_allclose(norms, [0.5, 1.0, 2.0, 3.0], rtol=1e-12)
+
+
 @pytest.mark.parametrize("rank, shape", [(1, (2, 4, 4)), (2, (2, 3, 2, 4)), (3, (2, 2, 2, 2, 2))])
 def test_log_det_is_zero_and_sign_positive(rank, shape):
     layer = HyperbolicBlock(rank=rank, h=0.7, dtype="float64")
@@ -76,6 +145,7 @@ def test_log_det_is_zero_and_sign_positive(rank, shape):
     [
         ({"rank": 1, "normalization": "batch"}, (3, 6, 4)),
         ({"rank": 2}, (2, 4, 3, 6)),
+        ({"rank": 2, "normalization": "layer"}, (2, 4, 3, 6)),
         ({"rank": 3, "normalization": "instance"}, (2, 3, 2, 2, 2)),
     ],
 )
@@ -121,4 +191,4 @@ def test_invalid_shapes_and_arguments():
     with pytest.raises(ValueError, match="kernel_size"):
         HyperbolicBlock(rank=2, kernel_size=0)
     with pytest.raises(ValueError, match="normalization"):
-        HyperbolicBlock(rank=2, normalization="weight")
+        HyperbolicBlock(rank=2, normalization="group")

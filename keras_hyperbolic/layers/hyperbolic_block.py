@@ -11,9 +11,10 @@ from keras_hyperbolic.layers.coupling import (
     split_halves,
 )
 from keras_hyperbolic.layers.invertible import InvertibleLayer
-from keras_hyperbolic.layers.residual import check_normalization, make_normalization
+from keras_hyperbolic.layers.residual import NORMALIZATIONS, make_normalization
 from keras_hyperbolic.validation import (
     check_activation,
+    check_choice,
     check_optional_positive_int,
     check_positive_float,
     check_positive_int,
@@ -24,6 +25,16 @@ from keras_hyperbolic.validation import (
 
 # Explicit formats: eager Conv3D gradients fail when the attribute is left implicit.
 _DATA_FORMAT = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
+
+
+# "weight" normalises K itself; the others come from the residual functions.
+BLOCK_NORMALIZATIONS = ("weight",) + NORMALIZATIONS
+
+
+def check_block_normalization(normalization):
+    if normalization is None:
+        return "none"
+    return check_choice(normalization, BLOCK_NORMALIZATIONS, "normalization")
 
 
 def check_step_size(h):
@@ -52,24 +63,38 @@ class HyperbolicBlock(InvertibleLayer):
     `+1` (swapping the two block rows costs `(-1)**n` twice), so the block is
     volume preserving and `log_det_jacobian` is zero.
 
-    Step size: linearised, each mode of `A = K^T D K` (`D` the derivative of
-    `act o norm`, non-negative for monotone activations) evolves as
-    `r**2 - (2 - h**2 mu) r + 1 = 0`, which is stable and non-dissipative
-    (`|r| = 1`) exactly when `h**2 * mu_max <= 4`, i.e. `h * ||D^(1/2) K|| <= 2`.
-    With kernels of norm about 1, `h <= 1` is safe; the paper trains with
-    `h = 0.01`. The default `0.1` keeps a freshly initialised block close to
-    the identity shift while letting `f` act. Start a network's pair at
-    `[Y, Y]` (zero velocity): a pair of unrelated halves has a velocity
-    `Y_cur - Y_prev` of the size of `Y` and the state then grows linearly with
-    depth, as the leapfrog integrates it.
+    Stability (the claim holds only where `f'` keeps the paper's structure):
+    with `f(Y) = -K^T act(K Y + b)` the Jacobian is `f'(Y) = -K^T D K`, `D` the
+    diagonal of `act'` (non-negative for monotone activations), so `f'` is
+    symmetric and negative semi-definite. Linearised, each mode of
+    `A = K^T D K` evolves as `r**2 - (2 - h**2 mu) r + 1 = 0`, which is stable
+    and non-dissipative (`|r| = 1`) exactly when `h**2 * mu_max <= 4`, i.e.
+    `h * ||D^(1/2) K|| <= 2`. This structure holds for normalisation
+    "weight" (the default) and "none", and for "batch" only in inference mode
+    with non-negative gamma (a fixed per-channel scale). Normalisations that
+    use the current activations' statistics ("layer", "instance",
+    training-mode "batch") add a non-diagonal, non-symmetric term to `f'`
+    (measured: "layer" about 10 % asymmetric, with a growing mode), so the
+    bound does not apply to them; the block is still exactly invertible.
+    The paper trains with `h = 0.01`; the default `0.1` keeps a freshly
+    initialised block close to the identity shift while letting `f` act.
+    Start a network's pair at `[Y, Y]` (zero velocity): a pair of unrelated
+    halves has a velocity `Y_cur - Y_prev` of the size of `Y` and the state
+    then grows linearly with depth, as the leapfrog integrates it.
 
-    Normalisation: the paper mentions batch normalisation (without bias);
-    the default here is "layer" (each example normalised over its spatial
-    axes and hidden channels, `GroupNormalization(groups=1)`), which does not
-    depend on the batch, so the block is the same map in training and
-    inference and a single example inverts exactly. "batch", "instance" and
-    "none" are available. `K` has a bias only with "none" (the normalisation's
-    beta plays that role).
+    Normalisation: "weight" (default) normalises the kernel, not the
+    activations: `K = diag(g) V / ||V||` per hidden channel (weight
+    normalisation, `g` learned, initialised to 1), with a bias `b`. The same
+    normalised `K` is used in `K` and `K^T`, so `f'` stays `-K^T D K` and the
+    stability bound is explicit: with ReLU (`D <= I`) and
+    `||K|| <= ||g||_2`, `h * ||g||_2 <= 2` suffices. "none" is the plain
+    `K` with a bias. "layer" (each example normalised over its spatial axes
+    and hidden channels, `GroupNormalization(groups=1)`), "instance" and
+    "batch" (the paper mentions batch normalisation without bias) normalise
+    the activations `K Y`; `K` then has no bias (the normalisation's beta
+    plays that role). All but training-mode "batch" are independent of the
+    batch, so the block is the same map in training and inference and a single
+    example inverts exactly.
 
     `f` is evaluated in the compute dtype (float16 under `mixed_float16`) and
     cast back to the stream dtype before the update. `backward` is fused: the
@@ -80,10 +105,12 @@ class HyperbolicBlock(InvertibleLayer):
         kernel_size: kernel size of `K` (positive int).
         h: step size, positive and finite.
         hidden_channels: output channels of `K`; `None` (default) uses `C`.
-        normalization: "layer" (default), "batch", "instance" or "none".
+        normalization: "weight" (default), "none", "layer", "batch" or
+            "instance" (see above; only "weight", "none" and inference-mode
+            "batch" keep `f'` symmetric negative semi-definite).
         activation: Keras activation name or callable.
         kernel_initializer: initializer of `K`.
-        bias_initializer: initializer of `b` (normalization "none" only).
+        bias_initializer: initializer of `b` ("weight" and "none" only).
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
     Input shape:
@@ -112,7 +139,7 @@ class HyperbolicBlock(InvertibleLayer):
         kernel_size=3,
         h=0.1,
         hidden_channels=None,
-        normalization="layer",
+        normalization="weight",
         activation="relu",
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
@@ -124,7 +151,7 @@ class HyperbolicBlock(InvertibleLayer):
         self.kernel_size = check_positive_int(kernel_size, "kernel_size")
         self.h = check_step_size(h)
         self.hidden_channels = check_optional_positive_int(hidden_channels, "hidden_channels")
-        self.normalization = check_normalization(normalization)
+        self.normalization = check_block_normalization(normalization)
         self._activation_fn = check_activation(activation)
         self.activation = activation
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -140,18 +167,40 @@ class HyperbolicBlock(InvertibleLayer):
             initializer=self.kernel_initializer,
         )
         self.bias = None
-        if self.normalization == "none":
+        if self.normalization in ("weight", "none"):
             self.bias = self.add_weight(
                 name="bias", shape=(hidden,), initializer=self.bias_initializer
             )
-        self.norm = make_normalization(self.normalization, self.dtype_policy, "norm")
+        self.kernel_scale = None
+        if self.normalization == "weight":
+            self.kernel_scale = self.add_weight(
+                name="kernel_scale", shape=(hidden,), initializer="ones"
+            )
+        self.norm = None
+        if self.normalization != "weight":
+            self.norm = make_normalization(self.normalization, self.dtype_policy, "norm")
         if self.norm is not None:
             self.norm.build(input_shape[:-1] + (hidden,))
+
+    def _kernel(self, dtype):
+        """`K` in `dtype`; for "weight", `diag(g) V / ||V||` per hidden channel."""
+        # Cast first: inside `call` Keras autocasts the variables to the compute
+        # dtype, so both directions must start from the same rounded values.
+        kernel = tf.cast(self.kernel, dtype)
+        if self.kernel_scale is None:
+            return kernel
+        wide = tf.float64 if kernel.dtype == tf.float64 else tf.float32
+        kernel = tf.cast(kernel, wide)
+        scale = tf.cast(tf.cast(self.kernel_scale, dtype), wide)
+        axes = list(range(self.rank + 1))
+        # epsilon: a zero filter gives a zero column instead of NaN.
+        inv_norm = tf.math.rsqrt(tf.reduce_sum(tf.square(kernel), axis=axes) + 1e-12)
+        return tf.cast(kernel * (scale * inv_norm), dtype)
 
     def _f(self, y, training):
         """f(Y) = -K^T act(norm(K Y + b)) in the compute dtype, returned in y's dtype."""
         dtype = self.compute_dtype
-        kernel = tf.cast(self.kernel, dtype)
+        kernel = self._kernel(dtype)
         data_format = _DATA_FORMAT[self.rank]
         z = tf.nn.convolution(
             tf.cast(y, dtype), kernel, padding="SAME", data_format=data_format
