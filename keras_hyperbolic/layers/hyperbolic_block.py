@@ -87,7 +87,9 @@ class HyperbolicBlock(InvertibleLayer):
     normalisation, `g` learned, initialised to 1), with a bias `b`. The same
     normalised `K` is used in `K` and `K^T`, so `f'` stays `-K^T D K` and the
     stability bound is explicit: with ReLU (`D <= I`) and
-    `||K|| <= ||g||_2`, `h * ||g||_2 <= 2` suffices. "none" is the plain
+    `||K|| <= sqrt(n) ||g||_2` (`n = kernel_size**rank` taps; each filter's
+    frequency response is at most its l1 norm), `h * sqrt(n) * ||g||_2 <= 2`
+    suffices (conservative). "none" is the plain
     `K` with a bias. "layer" (each example normalised over its spatial axes
     and hidden channels, `GroupNormalization(groups=1)`), "instance" and
     "batch" (the paper mentions batch normalisation without bias) normalise
