@@ -78,6 +78,11 @@ class RoutedOptimizer(keras.optimizers.Optimizer):
 
     def apply(self, grads, trainable_variables=None):
         if not self.built:
+            if trainable_variables is None:
+                raise ValueError(
+                    "Invalid value for argument `trainable_variables`: the optimizer is not "
+                    "built yet, so the variables must be given. Received: trainable_variables=None"
+                )
             self.build(list(trainable_variables))
             self.built = True
         variables = self._trainable_variables if trainable_variables is None else trainable_variables

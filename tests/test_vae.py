@@ -300,3 +300,14 @@ def test_paper_protocol_task_runs_one_sgd_run_and_prunes_by_entries(tmp_path):
     largest = np.abs(model.projection.numpy()).max(axis=0)
     assert metrics["k"] == model.latent_dim and np.all(largest >= 1e-3)
     assert model.latent_std == 0.1 and model.reconstruction == "mean"
+
+
+def test_lensink_mnist_preset_is_the_papers_vae():
+    model = HyperbolicVAE.from_preset("lensink_mnist", memory_efficient=True)
+    assert model.data_shape == (32, 32, 1) and model.latent_dim == 1024
+    assert (model.levels, model.depth, model.block, model.h) == (5, 3, "hyperbolic", 0.01)
+    assert model.latent_std == 0.1 and model.projection_learning_rate == 5e-3
+    blocks = [layer for layer in model.encoder_network.blocks if "block" in layer.name]
+    assert len(blocks) == 15 and all(b.normalization == "none" for b in blocks)
+    with pytest.raises(ValueError, match="HyperbolicSegmenter"):
+        HyperbolicVAE.from_preset("tiny_2d")

@@ -168,7 +168,11 @@ class HyperbolicVAE(GenerativeModel):
         depth: reversible blocks per unit.
         block: "additive" (default: additive coupling, zero-initialised) or
             "hyperbolic" (the paper's leapfrog blocks, on the state read in
-            velocity form, see `build_reversible_encoder`).
+            velocity form, see `build_reversible_encoder`). In velocity form
+            the hyperbolic VAE trains without NaN, but it has not been
+            measured to beat PCA yet: on held-out 32x32 digits (two-stage
+            recipe cut to 15 + 15 epochs) it kept 10 dimensions with error
+            97.5 against 94.0 for PCA with 10, so additive stays the default.
         wavelet: wavelet of the poolings, "haar", "db2" or "learnable".
         kernel_size: kernel size of the blocks' convolutions.
         h: leapfrog step size of the hyperbolic blocks.
