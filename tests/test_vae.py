@@ -168,3 +168,146 @@ def test_pruned_vae_beats_pca_with_as_many_dimensions_on_held_out_digits():
     pca_error = _pca_error(x_train, x_test, k)
     print(f"k={k}: held-out error VAE {vae_error:.3f}, PCA {pca_error:.3f}")
     assert vae_error < pca_error
+
+
+# === Velocity form of the hyperbolic encoder (conditioning at initialisation) ===
+
+
+@pytest.mark.parametrize("h", [0.1, 0.01])
+def test_hyperbolic_encoder_and_inverse_are_well_conditioned_at_initialisation(h):
+    """Reading the pooled state as [position | velocity] keeps F and F^-1 near-isometric
+    at initialisation (the plain pair [Y_prev | Y_cur] amplified perturbations 8.6x)."""
+    from keras_hyperbolic.data import load_digits
+
+    keras.utils.set_random_seed(0)
+    (x, _), _ = load_digits(size=16)
+    x = x[:16]
+    model = HyperbolicVAE((16, 16, 1), levels=2, depth=3, block="hyperbolic", h=h)
+    rng = np.random.default_rng(0)
+    delta = 1e-2 * rng.standard_normal(x.shape).astype("float32")
+    f = model.features(x).numpy()
+    forward_gain = np.linalg.norm(model.features(x + delta).numpy() - f) / np.linalg.norm(delta)
+
+    def inverse(y):
+        return model.encoder_network.inverse(np.reshape(y, (-1,) + model.feature_shape)).numpy()
+
+    eps = 1e-2 * rng.standard_normal(f.shape).astype("float32")
+    inverse_gain = np.linalg.norm(inverse(f + eps) - inverse(f)) / np.linalg.norm(eps)
+    assert forward_gain <= 1.5 and inverse_gain <= 1.5, (forward_gain, inverse_gain)
+    # F is not the identity: the blocks act (random kernels, leapfrog shear).
+    assert np.abs(f - model.features(x + 0 * delta).numpy()).max() == 0
+    assert np.abs(inverse(f) - x).max() < 1e-3
+
+
+def test_leapfrog_velocity_inverts_and_log_det_matches_autodiff():
+    import tensorflow as tf
+
+    from keras_hyperbolic.layers.leapfrog_velocity import LeapfrogVelocity
+
+    keras.config.set_dtype_policy("float64")  # conftest restores float32
+    x = tf.constant(np.random.default_rng(0).standard_normal((2, 2, 2, 4)), tf.float64)
+    for direction in ("to_pair", "to_velocity"):
+        layer = LeapfrogVelocity(0.1, direction, rank=2)
+        y = layer(x)
+        np.testing.assert_allclose(layer.inverse(y).numpy(), x.numpy(), atol=1e-12)
+        np.testing.assert_allclose(layer(layer.inverse(x)).numpy(), x.numpy(), atol=1e-12)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        jacobian = tf.reshape(tape.batch_jacobian(y, x), (2, 16, 16))
+        _, expected = tf.linalg.slogdet(jacobian)
+        np.testing.assert_allclose(layer.log_det_jacobian(x).numpy(), expected.numpy(), atol=1e-10)
+        clone = LeapfrogVelocity.from_config(layer.get_config())
+        np.testing.assert_array_equal(clone(x).numpy(), layer(x).numpy())
+    # [U | V] -> [U - h V | U]
+    u, v = x[..., :2].numpy(), x[..., 2:].numpy()
+    np.testing.assert_allclose(
+        LeapfrogVelocity(0.1, rank=2)(x).numpy(), np.concatenate([u - 0.1 * v, u], -1), atol=1e-12
+    )
+
+
+def test_short_hyperbolic_fit_is_finite_and_its_loss_falls():
+    from keras_hyperbolic.data import load_digits
+
+    keras.utils.set_random_seed(0)
+    (x, _), _ = load_digits(size=16)
+    model = HyperbolicVAE((16, 16, 1), levels=2, depth=2, block="hyperbolic", hidden_channels=8,
+                          alpha=0.5, beta=0.1, latent_dim=64, projection_learning_rate=1e-3)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    losses = model.fit(x[:256], epochs=3, batch_size=64, verbose=0).history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+
+
+# === The projection layer and its optimizer routing ===
+
+
+def test_prune_by_entries_removes_columns_whose_entries_are_all_small():
+    model = _tiny()
+    p = np.eye(64, dtype="float32")
+    p[:, 5:] = 5e-4  # columns of norm 4e-3 > 1e-3, every entry below 1e-3
+    p[7, 40] = 2e-3  # ... except one entry of column 40
+    model.projection.assign(p)
+    kept = model.prune(1e-3, by="entries")
+    np.testing.assert_array_equal(kept, [0, 1, 2, 3, 4, 40])
+    assert model.latent_dim == 6 and model.get_config()["latent_dim"] == 6
+    # By column norm, the same threshold removes nothing.
+    other = _tiny()
+    other.projection.assign(p)
+    assert len(other.prune(1e-3)) == 64
+    with pytest.raises(ValueError, match="by"):
+        other.prune(1e-3, by="rows")
+
+
+def test_projection_learning_rate_is_plain_sgd_on_p_and_the_optimizer_round_trips(tmp_path):
+    import tensorflow as tf
+
+    from keras_hyperbolic.optimizers import RoutedOptimizer
+
+    model = _tiny(alpha=0.3, gaussianity="none", latent_dim=40, projection_learning_rate=0.05)
+    _perturb_network(model)
+    x = np.random.default_rng(5).standard_normal((8, 8, 8, 1)).astype("float32")
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x=x, y_pred=model(x, training=True))
+    grad_p = tape.gradient(loss, model.projection).numpy()
+    p0 = model.projection.numpy()
+    weights0 = [w.numpy() for w in model.encoder_network.trainable_weights]
+    model.compile(optimizer=keras.optimizers.SGD(0.0))  # the network does not move
+    assert isinstance(model.optimizer, RoutedOptimizer)
+    model.fit(x, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    np.testing.assert_allclose(model.projection.numpy(), p0 - 0.05 * grad_p, atol=1e-6)
+    assert np.abs(grad_p).max() > 1e-3
+    for w, w0 in zip(model.encoder_network.trainable_weights, weights0):
+        np.testing.assert_array_equal(w.numpy(), w0)
+    assert int(model.optimizer.iterations.numpy()) == 1
+    # A compiled model saves and loads with its routed optimizer.
+    path = os.path.join(tmp_path, "vae.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded.optimizer, RoutedOptimizer)
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    loaded.fit(x, epochs=1, batch_size=8, verbose=0)
+
+
+def test_paper_protocol_task_runs_one_sgd_run_and_prunes_by_entries(tmp_path):
+    from keras_hyperbolic.tasks.vae import train_vae_digits
+
+    result = train_vae_digits(str(tmp_path), quick=True, verbose=0, protocol="paper",
+                              block="hyperbolic", epochs=2)
+    metrics = result["metrics"]
+    assert metrics["protocol"] == "paper" and len(metrics["losses"]) == 2
+    assert np.all(np.isfinite(metrics["losses"]))
+    model = result["model"]
+    largest = np.abs(model.projection.numpy()).max(axis=0)
+    assert metrics["k"] == model.latent_dim and np.all(largest >= 1e-3)
+    assert model.latent_std == 0.1 and model.reconstruction == "mean"
+
+
+def test_lensink_mnist_preset_is_the_papers_vae():
+    model = HyperbolicVAE.from_preset("lensink_mnist", memory_efficient=True)
+    assert model.data_shape == (32, 32, 1) and model.latent_dim == 1024
+    assert (model.levels, model.depth, model.block, model.h) == (5, 3, "hyperbolic", 0.01)
+    assert model.latent_std == 0.1 and model.projection_learning_rate == 5e-3
+    blocks = [layer for layer in model.encoder_network.blocks if "block" in layer.name]
+    assert len(blocks) == 15 and all(b.normalization == "none" for b in blocks)
+    with pytest.raises(ValueError, match="HyperbolicSegmenter"):
+        HyperbolicVAE.from_preset("tiny_2d")

@@ -4,6 +4,8 @@ from keras_hyperbolic.layers.invertible import InvertibleLayer, check_invertible
 from keras_hyperbolic.layers.residual import ResidualFunction  # noqa: F401
 from keras_hyperbolic.layers.additive_coupling import AdditiveCoupling  # noqa: F401
 from keras_hyperbolic.layers.hyperbolic_block import HyperbolicBlock  # noqa: F401
+from keras_hyperbolic.layers.leapfrog_velocity import LeapfrogVelocity  # noqa: F401
+from keras_hyperbolic.layers.projection import Projection  # noqa: F401
 from keras_hyperbolic.layers.affine_coupling import AffineCoupling  # noqa: F401
 from keras_hyperbolic.layers.invertible_conv import (  # noqa: F401
     InvertibleConv1D,

@@ -25,12 +25,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hyperbolic.layers.invertible import InvertibleLayer
+from keras_hyperbolic.models.generative import GenerativeModel
 from keras_hyperbolic.validation import (
     check_choice,
-    check_data_shape,
     check_positive_float,
     check_positive_int,
-    check_rank,
     invalid,
 )
 
@@ -73,14 +72,17 @@ class ElementwiseAffine(InvertibleLayer):
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class ConvFlow(keras.Model):
+class ConvFlow(GenerativeModel):
     """Fully convolutional normalizing flow with exact log-likelihood.
 
     Invertible (circular, FFT-inverted) convolutions, SneakyReLU activations and
     invertible poolings, stacked into a memory-efficient `ReversibleSequence`;
     standard normal base. Trained by maximum likelihood with `model.fit(x)` on
     discrete data `x = k / num_bins` in [0, 1): every training step draws fresh
-    uniform dequantisation noise and minimises bits per dimension (`loss`).
+    uniform dequantisation noise and minimises bits per dimension (`loss`):
+    in training `call` dequantises its input and adds that loss (it needs the
+    log-determinant computed with the codes); Keras's own `train_step` does
+    the rest.
     `call(x)` maps data to latent codes, `inverse(z)` back; with
     `log_det_jacobian` this makes the model usable as a bijector
     (`keras_hyperbolic.bijectors.LayerBijector(flow)` takes the generative
@@ -142,19 +144,8 @@ class ConvFlow(keras.Model):
     ):
         super().__init__(**kwargs)
         # === Config ===
-        input_shape = check_data_shape(input_shape)
-        self.rank = check_rank(len(input_shape) - 1, name="len(input_shape) - 1")
         self.levels = check_positive_int(levels, "levels", minimum=0)
-        for axis, size in enumerate(input_shape[:-1]):
-            if size % (2**self.levels) != 0:
-                raise invalid(
-                    "input_shape",
-                    input_shape,
-                    f"spatial sizes divisible by 2**levels = {2**self.levels} "
-                    f"(axis {axis} has size {size})",
-                )
-        self.data_shape = tuple(int(s) for s in input_shape)
-        self.data_dim = int(np.prod(self.data_shape))
+        self._set_data_shape(input_shape, self.levels)
         self.depth = check_positive_int(depth, "depth", minimum=0)
         self.kernel_size = check_positive_int(kernel_size, "kernel_size")
         self.pooling = check_choice(pooling, POOLINGS, "pooling")
@@ -195,21 +186,7 @@ class ConvFlow(keras.Model):
         self.dequantization_seed = keras.random.SeedGenerator(0)
         self.build((None,) + self.data_shape)
 
-    def build(self, input_shape):
-        self.built = True
-
     # === Maps ===
-
-    def _check_data(self, x, name="x"):
-        x = tf.convert_to_tensor(x, dtype=self.compute_dtype)
-        shape = tuple(x.shape)
-        if len(shape) != len(self.data_shape) + 1 or tuple(shape[1:]) != self.data_shape:
-            raise ValueError(
-                f"Invalid shape for argument `{name}`: expected (batch, "
-                f"{', '.join(map(str, self.data_shape))}) for this model "
-                f"(input_shape={self.data_shape}). Received: {name}.shape={shape}"
-            )
-        return x
 
     def _preprocess(self, x):
         """`(logit(a + (1 - 2a) x), per-example log-det of that map)`."""
@@ -228,6 +205,12 @@ class ConvFlow(keras.Model):
 
     def call(self, inputs, training=None):
         x = self._check_data(inputs)
+        if training:
+            # The training loss needs the log-determinant along with z.
+            x = self.dequantize(x, seed=self.dequantization_seed)
+            z, log_det = self.forward_and_log_det(x, training=True)
+            self.add_loss(tf.reduce_mean(self.bits_per_dim_of_density(self._log_prob_of(z, log_det))))
+            return z
         u, _ = self._preprocess(x)
         return self.flow(u, training=training)
 
@@ -249,6 +232,9 @@ class ConvFlow(keras.Model):
     def log_prob(self, x, training=False):
         """Log-density of data `x` in [0, 1] (nats), shape `(batch,)`."""
         z, log_det = self.forward_and_log_det(x, training=training)
+        return self._log_prob_of(z, log_det)
+
+    def _log_prob_of(self, z, log_det):
         flat = tf.reshape(z, (tf.shape(z)[0], -1))
         base = -0.5 * tf.reduce_sum(tf.square(flat), axis=1) - 0.5 * self.data_dim * math.log(
             2.0 * math.pi
@@ -296,38 +282,20 @@ class ConvFlow(keras.Model):
 
     # === Training ===
 
-    def _step_loss(self, x, training):
+    def objective(self, x, y_pred, training):
+        if training:
+            return tf.constant(0.0)  # `call` added the bits/dim of the dequantised batch
         x = self.dequantize(self._check_data(x), seed=self.dequantization_seed)
-        return tf.reduce_mean(self.bits_per_dim_of_density(self.log_prob(x, training=training)))
-
-    def train_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            loss = self._step_loss(x, training=True)
-            # Under a strategy the replicas' gradients are summed: divide by
-            # their number as Keras does for its compiled losses (no-op on one
-            # device).
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(loss / replicas if replicas > 1 else loss)
-        variables = self.trainable_weights
-        gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
-        return {"loss": self._loss_tracker.result()}
-
-    def test_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        loss = self._step_loss(x, training=False)
-        self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
-        return {"loss": self._loss_tracker.result()}
+        return tf.reduce_mean(self.bits_per_dim_of_density(self.log_prob(x, training=False)))
 
     # === Generation ===
 
-    def sample(self, n, seed=None):
-        """`n` samples in data space, `x = inverse(z)`, `z ~ N(0, I)` (numpy)."""
-        n = check_positive_int(n, "n")
-        z = np.random.default_rng(seed).standard_normal((n,) + self.latent_shape).astype("float32")
-        return keras.ops.convert_to_numpy(self.inverse(z))
+    @property
+    def latent_sample_shape(self):
+        return self.latent_shape
+
+    def generate(self, z):
+        return self.inverse(z)
 
     # === Shapes and config ===
 
@@ -339,8 +307,7 @@ class ConvFlow(keras.Model):
 
     def get_config(self):
         return {
-            "name": self.name,
-            "input_shape": self.data_shape,
+            **super().get_config(),
             "levels": self.levels,
             "depth": self.depth,
             "kernel_size": self.kernel_size,
@@ -350,12 +317,6 @@ class ConvFlow(keras.Model):
             "logit_alpha": self.logit_alpha,
             "memory_efficient": self.memory_efficient,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["input_shape"] = tuple(config["input_shape"])
-        return cls(**config)
 
     # === Serving ===
 
