@@ -269,3 +269,11 @@ def test_killed_run_resumes_from_its_backup(tmp_path):
     assert training["resumed"] and 0 < training["steps_this_run"] < steps
     assert not os.path.exists(out + ".partial")
     assert np.load(os.path.join(out, "masks.npy")).shape == (4, 8, 8)
+
+
+@pytest.mark.parametrize("argv,expected", [(["segment"], "--memory-budget"),
+                                           (["demo-data"], "labelled frames")])
+def test_help(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv + ["--help"])
+    assert exit_.value.code == 0 and expected in capsys.readouterr().out

@@ -226,6 +226,36 @@ def tent(window):
     return np.minimum(t + 1, window - t)
 
 
+def largest_frames(model, height, width, channels, budget_mb, multiple, limit=4096):
+    """The most frames (a multiple of `multiple`, at most `limit`) whose estimated step fits.
+
+    The estimate is affine in the number of frames (weights plus per-frame
+    activations), so two estimates place the answer; it is then checked, and
+    moved by `multiple` frames until it fits and the next size does not.
+    Returns 0 when not even `multiple` frames fit.
+    """
+    from keras_hyperbolic.profiling import training_step_estimate
+
+    cache = {}
+
+    def estimate_mb(frames):
+        if frames not in cache:
+            shape = (frames, height, width, channels)
+            cache[frames] = training_step_estimate(model, shape)["total_bytes"] / 2**20
+        return cache[frames]
+
+    limit = limit // multiple * multiple
+    small, large = multiple, 2 * multiple
+    slope = (estimate_mb(large) - estimate_mb(small)) / multiple
+    guess = small + (budget_mb - estimate_mb(small)) / max(slope, 1e-12)
+    frames = int(min(max(guess // multiple * multiple, multiple), limit))
+    while frames > multiple and estimate_mb(frames) > budget_mb:
+        frames -= multiple
+    while frames + multiple <= limit and estimate_mb(frames + multiple) <= budget_mb:
+        frames += multiple
+    return frames if estimate_mb(frames) <= budget_mb else 0
+
+
 def plan_training(model, padded_shape, multiple, budget_mb, labelled):
     """`{"mode": "whole" | "windows", "window", "estimate_mb", ...}` from the network's estimate."""
     from keras_hyperbolic.profiling import training_step_estimate
@@ -233,42 +263,21 @@ def plan_training(model, padded_shape, multiple, budget_mb, labelled):
     frames = padded_shape[0]
     mib = 2**20
     whole = training_step_estimate(model, padded_shape)["total_bytes"] / mib
+    plan = {"whole_video_estimate_mb": whole, "memory_budget_mb": budget_mb}
     if whole <= budget_mb:
-        return {"mode": "whole", "window": frames, "estimate_mb": whole,
-                "whole_video_estimate_mb": whole, "memory_budget_mb": budget_mb}
-    window = frames - multiple
-    while window >= multiple:
-        estimate = training_step_estimate(model, (window,) + tuple(padded_shape[1:]))
-        if estimate["total_bytes"] / mib <= budget_mb:
-            return {"mode": "windows", "window": window,
-                    "estimate_mb": estimate["total_bytes"] / mib,
-                    "whole_video_estimate_mb": whole, "memory_budget_mb": budget_mb,
-                    "windows_with_labels": len(valid_window_starts(frames, window, labelled))}
-        window -= multiple
-    smallest = training_step_estimate(model, (multiple,) + tuple(padded_shape[1:]))
-    raise SegmentError(
-        f"the memory budget of {budget_mb:g} MB is too small: one training step on a window of "
-        f"{multiple} frames of {padded_shape[1]} x {padded_shape[2]} needs about "
-        f"{smallest['total_bytes'] / mib:.0f} MB (whole video: {whole:.0f} MB); raise "
-        "--memory-budget or give a smaller video")
-
-
-def largest_whole_video(model, height, width, channels, budget_mb, multiple, limit=4096):
-    """The most frames (a multiple of `multiple`) of `height x width` whose estimated step fits."""
-    from keras_hyperbolic.profiling import training_step_estimate
-
-    def fits(frames):
-        shape = (frames, height, width, channels)
-        return training_step_estimate(model, shape)["total_bytes"] / 2**20 <= budget_mb
-
-    low, high = 0, limit // multiple  # in units of `multiple` frames
-    while low < high:  # binary search: the estimate grows with the frames
-        mid = (low + high + 1) // 2
-        if fits(mid * multiple):
-            low = mid
-        else:
-            high = mid - 1
-    return low * multiple
+        return {"mode": "whole", "window": frames, "estimate_mb": whole, **plan}
+    window = largest_frames(model, *padded_shape[1:], budget_mb, multiple,
+                            limit=frames - multiple)
+    if window == 0:
+        smallest = training_step_estimate(model, (multiple,) + tuple(padded_shape[1:]))
+        raise SegmentError(
+            f"the memory budget of {budget_mb:g} MB is too small: one training step on a window "
+            f"of {multiple} frames of {padded_shape[1]} x {padded_shape[2]} needs about "
+            f"{smallest['total_bytes'] / mib:.0f} MB (whole video: {whole:.0f} MB); raise "
+            "--memory-budget or give a smaller video")
+    estimate = training_step_estimate(model, (window,) + tuple(padded_shape[1:]))
+    return {"mode": "windows", "window": window, "estimate_mb": estimate["total_bytes"] / mib,
+            "windows_with_labels": len(valid_window_starts(frames, window, labelled)), **plan}
 
 
 # === Model, data and training ===
