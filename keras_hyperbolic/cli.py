@@ -6,6 +6,7 @@
     keras-hyperbolic benchmark memory --quick
     keras-hyperbolic inspect saved_models/video_segmenter --input-shape 32,64,64,3
     keras-hyperbolic serving-config saved_models --base-path-prefix "$PWD/saved_models"
+    keras-hyperbolic demo-data demo && keras-hyperbolic segment demo/video.gif --labels demo/labels --out seg
 
 `train` runs the functions of `keras_hyperbolic.tasks` (inside the installed
 package). The command turns TensorFlow's oneDNN CPU path on unless the user
@@ -328,6 +329,108 @@ def cmd_inspect(args):
     return 0
 
 
+# === Segment your own video ===
+
+
+def cmd_segment(args):
+    from keras_hyperbolic.tasks.segment import SegmentError, segment_video
+
+    if args.steps < 1:
+        raise CommandError(f"--steps must be >= 1, got {args.steps}")
+    if args.memory_budget <= 0:
+        raise CommandError(f"--memory-budget must be > 0 MB, got {args.memory_budget}")
+    if args.export is not None:
+        from keras_hyperbolic.tasks.segment import SERVING_NAME
+
+        _check_export_target(args.export, SERVING_NAME, None, args.overwrite)
+    try:
+        segment_video(
+            args.input, args.labels, args.out, steps=args.steps, network=args.network,
+            preset=args.preset, memory_budget_mb=args.memory_budget, truth=args.truth,
+            export=args.export, overwrite=args.overwrite, learning_rate=args.learning_rate,
+            seed=args.seed, verbose=args.verbose, fps=args.fps,
+        )
+    except (SegmentError, ValueError) as error:  # ValueError: the argument checks
+        raise CommandError(str(error)) from None
+    return 0
+
+
+def cmd_demo_data(args):
+    from keras_hyperbolic.tasks.segment import SegmentError, write_demo_data
+
+    try:
+        result = write_demo_data(args.dir, frames=args.frames, height=args.size,
+                                 width=args.size, seed=args.seed, overwrite=args.overwrite)
+    except (SegmentError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    print(f"wrote {result['video']} (digits {result['digits']}, one class each), "
+          f"{len(result['labels'])} labelled frames {result['labelled_frames']} in "
+          f"{args.dir}/labels, and every frame's truth in {result['truth']} and truth.npy")
+    print(f"segment it with:\n  {result['command']}")
+    return 0
+
+
+def _add_segment_parsers(commands):
+    from keras_hyperbolic.tasks.segment import DEFAULTS, NETWORKS
+
+    segment = commands.add_parser(
+        "segment", help="segment your own video or volume from a few labelled frames",
+        description="Train a 3D network on one video (or z-stack) whose masks are given on a "
+        "few frames, and segment every frame. INPUT: a GIF (MP4/AVI/MOV with the `video` "
+        "extra), a folder of PNG/JPEG frames, a .npy/.npz array (T, H, W[, C]) or a "
+        "multi-page TIFF. Masks: palette, grey or colour PNGs or .npy class ids (0 is the "
+        "background). Writes DIR/masks/*.png, masks.npy, overlay.gif (and .mp4), "
+        "segmenter.keras and metrics.json. A killed run resumes when started again.",
+        epilog="Example:\n  keras-hyperbolic demo-data demo\n  keras-hyperbolic segment "
+        "demo/video.gif --labels demo/labels --truth demo/truth --out segmented",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    segment.add_argument("input", help="video file, frame folder, .npy/.npz or multi-page TIFF")
+    segment.add_argument("--labels", nargs="+", required=True, metavar="FRAME=MASK",
+                         help="labelled frames (0-based) and their masks; or a folder of masks "
+                         "whose names carry the frame index (frame_0012.png)")
+    segment.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    segment.add_argument("--steps", type=int, default=DEFAULTS["steps"],
+                         help=f"training steps (default {DEFAULTS['steps']})")
+    segment.add_argument("--network", choices=NETWORKS, default="hyperbolic",
+                         help="hyperbolic (reversible HyperbolicSegmenter, default) or unet "
+                         "(plain 3D U-Net baseline)")
+    segment.add_argument("--preset", default=DEFAULTS["preset"],
+                         help=f"HyperbolicSegmenter preset (default {DEFAULTS['preset']})")
+    segment.add_argument("--memory-budget", type=float, default=DEFAULTS["memory_budget_mb"],
+                         metavar="MB", help="training-step memory to plan for: the whole video "
+                         "when its estimate fits, else temporal windows (default "
+                         f"{DEFAULTS['memory_budget_mb']} MB)")
+    segment.add_argument("--truth", nargs="+", default=None, metavar="MASKS",
+                         help="true masks (a folder, FRAME=MASK items or a (T, H, W) .npy) "
+                         "for IoU per frame and class")
+    segment.add_argument("--export", default=None, metavar="DIR",
+                         help="also export the model as a TF Serving SavedModel under DIR")
+    segment.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    segment.add_argument("--learning-rate", type=float, default=None,
+                         help="Adam's rate (default 1e-2 hyperbolic, 3e-3 unet)")
+    segment.add_argument("--fps", type=int, default=DEFAULTS["fps"],
+                         help="frames per second of the overlay animation")
+    segment.add_argument("--seed", type=int, default=0)
+    segment.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                         help="Keras progress: 0 silent, 1 progress bar (default), 2 a line "
+                         "per epoch")
+    segment.set_defaults(handler=cmd_segment)
+
+    demo = commands.add_parser(
+        "demo-data", help="write a demo video with 3 labelled frames for `segment`",
+        description="Write the package's composed video (real handwritten digits moving over "
+        "a real texture) as DIR/video.gif, the masks of three labelled frames in DIR/labels "
+        "(one class per digit), and every frame's true mask in DIR/truth and DIR/truth.npy.",
+    )
+    demo.add_argument("dir", metavar="DIR")
+    demo.add_argument("--frames", type=int, default=24, help="frames (default 24)")
+    demo.add_argument("--size", type=int, default=48, help="height and width (default 48)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    demo.set_defaults(handler=cmd_demo_data)
+
+
 # === Parser ===
 
 
@@ -433,6 +536,7 @@ def build_parser():
     inspect.add_argument("--unsafe", action="store_true",
                          help="load a .keras with Keras's safe mode off (only for trusted files)")
     inspect.set_defaults(handler=cmd_inspect)
+    _add_segment_parsers(commands)
     return parser
 
 

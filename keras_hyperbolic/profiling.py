@@ -13,12 +13,14 @@ nor traced functions of one configuration leak into another.
 
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -207,6 +209,105 @@ def memory_estimate(model, input_shape, batch_size=1):
         "stream_bytes_memory_efficient": efficient,
     }
 
+
+#: Graph ops whose outputs take no memory of their own (views, constants, variable reads).
+_VIEW_OPS = frozenset({
+    "Const", "Placeholder", "ReadVariableOp", "Shape", "ShapeN", "Reshape", "Identity",
+    "StopGradient", "Squeeze", "ExpandDims", "NoOp", "VarHandleOp", "Size", "Rank",
+})
+
+
+def _op_bytes(op):
+    total = 0
+    for output in op.outputs:
+        if not output.dtype.is_floating or not output.shape.is_fully_defined():
+            continue
+        total += output.dtype.size * int(np.prod(output.shape.as_list()))
+    return total
+
+
+def training_step_estimate(model, input_shape, batch_size=1):
+    """Estimated peak bytes of one training step (Adam) of `model` on an input of `input_shape`.
+
+    No step is run. A copy of the model (from its config) is traced for the
+    requested input, forward and backward, with every reversible stack on
+    plain autodiff; the forward tensors that the backward pass reads are what
+    plain autodiff keeps. For a stack that trains memory-efficiently, its
+    blocks' share is replaced by what the engine keeps (`memory_estimate`'s
+    stream) plus the largest block's share (one block is rebuilt at a time).
+    The activations count twice (their gradients flow back at the same
+    sizes); added are the weights with their gradients and Adam's two
+    moments, the input, integer targets and float sample weights, and twice
+    the largest tensor. A plan, not a measurement: check it with
+    `training_step_memory`. Measured peaks at 64 x 64 x 148-300 frames
+    (benchmarks/segment_memory.py) were 0.82x the estimate for the reversible
+    `video_cpu` segmenter, 1.01x for it on plain autodiff and 1.38x for
+    `BaselineUNet` (its concatenations and group norms keep more than counted).
+
+    Args:
+        model: a Keras model whose config rebuilds it (the package's models).
+        input_shape: the input shape without the batch axis.
+        batch_size: the batch size of the step.
+
+    Returns:
+        A dict of byte counts: `total_bytes`, `state_bytes` (weights, gradients,
+        Adam), `data_bytes`, `activation_bytes` (kept for backprop, counted
+        once), `transient_bytes`.
+    """
+    from keras_hyperbolic.reversible import ReversibleSequence
+
+    shape = (batch_size,) + tuple(int(s) for s in input_shape)
+    copy = type(model).from_config(model.get_config())
+    copy.build(shape)
+    stacks = [layer for layer in copy._flatten_layers(include_self=False, recursive=True)
+              if isinstance(layer, ReversibleSequence)]
+    efficient = [stack.name for stack in stacks if stack.memory_efficient]
+    for stack in stacks:  # trace plain autodiff everywhere (read at call time)
+        stack.memory_efficient = False
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(copy(x, training=True))
+        return tape.gradient(loss, copy.trainable_variables)
+
+    graph = tf.function(step).get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
+    operations = graph.get_operations()  # in creation order: the forward pass, then the backward
+    first = next(i for i, op in enumerate(operations) if op.name.startswith("gradient_tape/"))
+    needed = {t.name for op in operations[first:] for t in op.inputs}
+    kept = largest = 0
+    blocks = {}  # (stack, block) -> what plain autodiff keeps of one block of an efficient stack
+    for op in operations[:first]:
+        if op.type in _VIEW_OPS:
+            continue
+        size = _op_bytes(op)
+        largest = max(largest, size)
+        if not any(t.name in needed for t in op.outputs):
+            continue
+        parts = op.name.split("/")
+        inside = next((i for i, part in enumerate(parts[:-1]) for name in efficient
+                       if part == name or re.fullmatch(re.escape(name) + r"_\d+", part)), None)
+        if inside is None:
+            kept += size
+        else:
+            key = (parts[inside], parts[inside + 1] if inside + 2 < len(parts) else "")
+            blocks[key] = blocks.get(key, 0) + size
+    if efficient:
+        for stack in stacks:
+            stack.memory_efficient = stack.name in efficient
+        kept += memory_estimate(copy, input_shape, batch_size)["stream_bytes_memory_efficient"]
+        kept += max(blocks.values(), default=0)
+    parameters = int(copy.count_params())
+    voxels = int(np.prod(shape[:-1]))
+    data = 4 * int(np.prod(shape)) + 8 * voxels + 4 * voxels
+    state = 4 * 4 * parameters
+    transient = 2 * largest
+    return {
+        "total_bytes": int(state + data + 2 * kept + transient),
+        "state_bytes": int(state),
+        "data_bytes": int(data),
+        "activation_bytes": int(kept),
+        "transient_bytes": int(transient),
+    }
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["step-memory"]:

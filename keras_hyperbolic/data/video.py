@@ -74,8 +74,10 @@ def make_digit_video(
     Returns:
         A dict with `video` (float32, `(frames, height, width, 3)`, values in
         [0, 1]), `masks` (int32, `(frames, height, width)`, 0 background, 1
-        digit), `labelled_frames` (tuple of ints), `digits` (the digit classes
-        drawn) and `weights` (float32, `(frames, height, width)`: 1 on the
+        digit), `instances` (int32, same shape: 0 background, `i + 1` where
+        the `i`-th digit drawn covers the pixel, the later digit where two
+        overlap: one class per digit), `labelled_frames` (tuple of ints),
+        `digits` (the digit classes drawn) and `weights` (float32, `(frames, height, width)`: 1 on the
         labelled frames, 0 elsewhere, for a loss masked to those frames).
 
     Raises:
@@ -149,18 +151,18 @@ def make_digit_video(
     velocities = np.stack([speed * np.sin(angle), speed * np.cos(angle)], axis=1)
 
     video = np.empty((frames, height, width, 3), np.float32)
-    masks = np.zeros((frames, height, width), np.int32)
+    instances = np.zeros((frames, height, width), np.int32)
     for t in range(frames):
         top, left = np.round(start + pan * t).astype(int)
         grey = background[top : top + height, left : left + width]
         frame = grey[..., None] * tint
-        for (ink, _), colour, position in zip(sprites, colours, positions):
+        for index, ((ink, _), colour, position) in enumerate(zip(sprites, colours, positions)):
             y, x = np.round(position).astype(int)
             stroke = ink > 0.35  # exact mask: these pixels show the digit
             patch = frame[y : y + digit_size, x : x + digit_size]
             shade = (0.55 + 0.45 * ink[..., None]) * colour
             patch[stroke] = shade[stroke]
-            masks[t, y : y + digit_size, x : x + digit_size][stroke] = 1
+            instances[t, y : y + digit_size, x : x + digit_size][stroke] = index + 1
         video[t] = frame
         # Move and bounce off the borders.
         positions += velocities
@@ -174,7 +176,8 @@ def make_digit_video(
     weights[list(labelled_frames)] = 1.0
     return {
         "video": np.clip(video, 0.0, 1.0),
-        "masks": masks,
+        "masks": (instances > 0).astype(np.int32),
+        "instances": instances,
         "labelled_frames": labelled_frames,
         "digits": tuple(label for _, label in sprites),
         "weights": weights,

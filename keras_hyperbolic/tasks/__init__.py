@@ -10,6 +10,10 @@ that trains, reports (printed when `verbose`), writes its files under
 epoch is one training step on the whole video. `quick=True` is a CI-sized run
 (seconds). The command (`keras_hyperbolic.cli`) and the scripts in `examples/`
 call these functions; nothing here reads the command line.
+
+`segment_video` (keras_hyperbolic.tasks.segment, `keras-hyperbolic segment`)
+trains on the user's own video instead; it is not a registered task, and is
+imported on first use so that this module stays light.
 """
 
 import dataclasses
@@ -64,3 +68,12 @@ def run_task(name, output=None, epochs=None, quick=False, seed=0, verbose=1, **o
     output = output or f"outputs/{name.replace('-', '_')}"
     return TASKS[name].load()(output, epochs=epochs, quick=quick, seed=seed, verbose=verbose,
                               **options)
+
+
+def __getattr__(name):
+    # `segment_video` is imported on first use: the command's parser reads TASKS without TensorFlow.
+    if name == "segment_video":
+        from keras_hyperbolic.tasks.segment import segment_video
+
+        return segment_video
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

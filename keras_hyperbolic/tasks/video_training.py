@@ -71,7 +71,8 @@ def train_for_steps(model, data, steps, learning_rate, run_dir, verbose=1, time_
 
     Args:
         model: a segmentation model producing per-voxel logits.
-        data: `(video, masks, weights)` arrays of one video.
+        data: `(video, masks, weights)` arrays of one video (trained on whole,
+            randomly flipped), or a `tf.data.Dataset` of such batches.
         steps: training steps (one step = the whole video once).
         learning_rate: Adam's initial learning rate (cosine decay to 5 %).
         run_dir: where `standard_callbacks` keep the backup and the CSV log.
@@ -92,7 +93,8 @@ def train_for_steps(model, data, steps, learning_rate, run_dir, verbose=1, time_
     per_epoch = steps_per_backup(steps)
     start = time.perf_counter()
     history = model.fit(
-        video_dataset(*data), steps_per_epoch=per_epoch, epochs=steps // per_epoch, shuffle=False,
+        data if isinstance(data, tf.data.Dataset) else video_dataset(*data),
+        steps_per_epoch=per_epoch, epochs=steps // per_epoch, shuffle=False,
         callbacks=[counter] + standard_callbacks(run_dir), verbose=verbose,
     )
     seconds = time.perf_counter() - start

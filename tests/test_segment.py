@@ -1,0 +1,279 @@
+"""`keras-hyperbolic segment` / `segment_video`: every input format, masks, padding and
+windows, bad inputs refused before training with nothing left on disk, resuming after a kill,
+and `demo-data`. Tiny networks and videos: seconds each (the resume test: two short processes)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_hyperbolic import cli
+from keras_hyperbolic.data import media
+from keras_hyperbolic.tasks import segment, video_training
+from keras_hyperbolic.tasks.segment import SegmentError, segment_video
+
+TINY = {"steps": 2, "preset": "tiny_3d", "verbose": 0}
+
+
+def _reference(frames=11, height=10, width=12, channels=3, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (frames, height, width) + ((channels,) if channels > 1 else ())
+    return (rng.random(shape) * 255).astype(np.uint8)
+
+
+def _write_folder(path, video):
+    os.makedirs(path)
+    for t, frame in enumerate(video):  # frame2 must sort before frame10
+        Image.fromarray(frame).save(os.path.join(path, f"frame{t}.png"))
+
+
+def _write(kind, path, video):
+    import imageio.v3 as iio
+    import tifffile
+
+    if kind == "gif":
+        iio.imwrite(path, video, plugin="pillow", duration=100, loop=0)
+    elif kind == "folder":
+        _write_folder(path, video)
+    elif kind == "npy":
+        np.save(path, video)
+    elif kind == "npz":
+        np.savez(path, video=video)
+    elif kind == "tiff":
+        tifffile.imwrite(path, video)  # one page per frame: a z-stack
+    return path
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("kind,name", [("gif", "v.gif"), ("folder", "frames"), ("npy", "v.npy"),
+                                       ("npz", "v.npz"), ("tiff", "v.tif")])
+def test_every_input_format_reads_the_reference(kind, name, channels, tmp_path):
+    video = _reference(channels=channels)
+    path = _write(kind, str(tmp_path / name), video)
+    got = media.read_video(path)
+    want = video.reshape(video.shape[:3] + (channels,)).astype(np.float32) / 255
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif(not media.video_writer_available(),
+                    reason="no video backend installed (pip install 'keras-hyperbolic[video]')")
+def test_mp4_reads_close_to_the_reference(tmp_path):
+    # Smooth content: H.264 is lossy, so compare within a tolerance.
+    t, y, x = np.meshgrid(np.arange(6), np.arange(32), np.arange(48), indexing="ij")
+    video = np.stack([(t * 20 + y * 3) % 256, (x * 5) % 256, (y * 4 + x * 2) % 256], -1)
+    video = video.astype(np.uint8)
+    path = str(tmp_path / "v.mp4")
+    media.write_animation(path, video, fps=4)
+    got = media.read_video(path)
+    assert got.shape == (6, 32, 48, 3)
+    assert np.abs(got - video / 255).mean() < 0.03
+
+
+def test_palette_grey_and_colour_masks_map_to_classes(tmp_path):
+    ids = np.array([[0, 1, 2], [3, 3, 0]], np.uint8)
+    palette = Image.fromarray(ids, mode="P")
+    palette.putpalette([9, 9, 9, 200, 0, 0, 0, 200, 0, 0, 0, 200] + [0] * 756)
+    palette.save(tmp_path / "p.png")
+    mask, kind = media.read_mask_raw(str(tmp_path / "p.png"))
+    assert kind == "index"
+    np.testing.assert_array_equal(mask, ids)  # the index is the class, whatever the colours
+    Image.fromarray((ids > 1).astype(np.uint8) * 255).save(tmp_path / "binary.png")
+    np.testing.assert_array_equal(media.read_mask_raw(str(tmp_path / "binary.png"))[0], ids > 1)
+    # Colour masks: one shared table, black first.
+    red, blue = (255, 0, 0), (0, 0, 255)
+    a = np.array([[red, (0, 0, 0)]], np.int64)
+    b = np.array([[blue, red]], np.int64)
+    (ma, mb), colours = media.colours_to_classes([a, b])
+    assert colours == [(0, 0, 0), blue, red]
+    np.testing.assert_array_equal(ma, [[2, 0]])
+    np.testing.assert_array_equal(mb, [[1, 2]])
+    # Written masks read back as the same ids.
+    media.write_mask_png(str(tmp_path / "w.png"), ids, 4)
+    np.testing.assert_array_equal(media.read_mask_raw(str(tmp_path / "w.png"))[0], ids)
+
+
+def _toy(tmp_path, frames=5, height=13, width=11, labelled=(0, 4)):
+    """A grey .npy video with a bright square (class 1) and a dark bar (class 2); mask PNGs."""
+    video = np.full((frames, height, width), 0.5, np.float32)
+    truth = np.zeros((frames, height, width), np.int64)
+    for t in range(frames):
+        truth[t, 2 + t % 3:6 + t % 3, 2:6] = 1
+        truth[t, 9:11, 1 + t:5 + t] = 2
+    video[truth == 1], video[truth == 2] = 0.95, 0.05
+    np.save(tmp_path / "video.npy", video)
+    labels = []
+    for t in labelled:
+        path = str(tmp_path / f"mask{t}.png")
+        media.write_mask_png(path, truth[t], 3)
+        labels.append(f"{t}={path}")
+    np.save(tmp_path / "truth.npy", truth)
+    return str(tmp_path / "video.npy"), labels, truth
+
+
+def test_odd_sizes_pad_and_crop_back_in_windows(tmp_path):
+    video, labels, truth = _toy(tmp_path)
+    model = segment.build_network("hyperbolic", 3, 1, "tiny_3d", 2, 2)[0]
+    from keras_hyperbolic.profiling import training_step_estimate
+
+    mb = [training_step_estimate(model, (t, 14, 12, 1))["total_bytes"] / 2**20 for t in (2, 6)]
+    out = str(tmp_path / "out")
+    result = segment_video(video, labels, out, truth=str(tmp_path / "truth.npy"),
+                           memory_budget_mb=(mb[0] + mb[1]) / 2, **TINY)
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["padded_shape"] == [6, 14, 12, 1]
+    assert metrics["training"]["mode"] == "windows" and metrics["training"]["window"] < 6
+    labels_out = np.load(os.path.join(out, "masks.npy"))
+    assert labels_out.shape == (5, 13, 11) and np.array_equal(labels_out, result["labels"])
+    pngs = sorted(os.listdir(os.path.join(out, "masks")))
+    assert len(pngs) == 5
+    for name in pngs:
+        assert Image.open(os.path.join(out, "masks", name)).size == (11, 13)  # (width, height)
+    assert os.path.isfile(os.path.join(out, "segmenter.keras"))
+    assert os.path.isfile(os.path.join(out, "overlay.gif"))
+    assert set(metrics["truth"]["per_frame"]) == {str(t) for t in range(5)}
+    assert not os.path.exists(out + ".partial")
+
+
+def test_windows_cover_the_video_and_hold_labels():
+    assert segment.window_starts(10, 4) == [0, 2, 4, 6]
+    assert segment.window_starts(11, 4) == [0, 2, 4, 6, 7]
+    assert segment.valid_window_starts(10, 4, [0, 9]) == [0, 6]
+    padded = segment.pad_reflect(np.arange(5)[:, None], [(0, 3), (0, 1)])
+    np.testing.assert_array_equal(padded[:, 0], [0, 1, 2, 3, 4, 3, 2, 1])
+
+
+def _bad_inputs(tmp_path):
+    video, labels, _ = _toy(tmp_path)
+    garbage = tmp_path / "garbage.gif"
+    garbage.write_bytes(b"not a gif at all")
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    small = str(tmp_path / "small.png")
+    media.write_mask_png(small, np.ones((4, 4), np.uint8), 2)
+    gap = str(tmp_path / "gap.png")
+    media.write_mask_png(gap, np.array([[0] * 11] * 12 + [[5] * 11]), 6)
+    flat = str(tmp_path / "flat.png")
+    media.write_mask_png(flat, np.zeros((13, 11), np.uint8), 2)
+    mask0 = labels[0].split("=")[1]
+    empty_folder = tmp_path / "no_labels"
+    empty_folder.mkdir()
+    return {
+        "unreadable": ((str(garbage), labels), "garbage.gif: not a readable video"),
+        "empty": ((str(empty), labels), "empty.npy: the file is empty"),
+        "missing": ((str(tmp_path / "nope.gif"), labels), "nope.gif: no such file"),
+        "mask size": ((video, [f"1={small}"]), "small.png (frame 1): the mask is 4 x 4"),
+        "out of range": ((video, [f"7={mask0}"]), "frame 7 is out of range: the video has 5"),
+        "duplicated": ((video, [f"2={mask0}", f"2={mask0}"]), "frame 2 is labelled twice"),
+        "class gap": ((video, [f"0={mask0}", f"1={gap}"]), "class id 5 is beyond the classes"),
+        "no label": ((video, []), "no labelled frame"),
+        "empty label folder": ((video, [str(empty_folder)]), "holds no mask files"),
+        "one class": ((video, [f"0={flat}"]), "fewer than two classes"),
+    }
+
+
+def test_bad_inputs_raise_before_training_and_leave_nothing(tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(video_training, "train_for_steps", no_training)
+    out = str(tmp_path / "out")
+    for case, ((video, labels), message) in _bad_inputs(tmp_path).items():
+        with pytest.raises(SegmentError) as error:
+            segment_video(video, labels, out, **TINY)
+        assert message in str(error.value), (case, str(error.value))
+        assert not os.path.exists(out) and not os.path.exists(out + ".partial"), case
+    video, labels, truth = _toy(tmp_path)
+    np.save(tmp_path / "bad_truth.npy", truth + 2)  # ids up to 4 with 3 classes labelled
+    with pytest.raises(SegmentError, match="bad_truth.npy.*class id 4 is beyond the classes"):
+        segment_video(video, labels, out, truth=str(tmp_path / "bad_truth.npy"), **TINY)
+    os.makedirs(out)
+    with pytest.raises(SegmentError, match="already exists; pass --overwrite"):
+        segment_video(video, labels, out, **TINY)
+    assert os.listdir(out) == []
+
+
+def test_command_prints_one_line_errors(tmp_path, capsys):
+    video, labels, _ = _toy(tmp_path)
+    out = str(tmp_path / "out")
+    for argv, message in [
+        ([video, "--labels", f"9={labels[0].split('=')[1]}"], "frame 9 is out of range"),
+        ([video, "--labels", "x=m.png"], "expected FRAME=MASK"),
+        ([video, "--labels", labels[0], "--steps", "0"], "--steps must be >= 1"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["segment"] + argv + ["--out", out])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2
+        assert err.startswith("keras-hyperbolic: error: ") and message in err
+        assert err.count("\n") == 1
+        assert not os.path.exists(out)
+
+
+def test_demo_data_is_multiclass_and_consistent(tmp_path, capsys):
+    assert cli.main(["demo-data", str(tmp_path / "demo"), "--frames", "8", "--size", "24"]) == 0
+    assert "keras-hyperbolic segment" in capsys.readouterr().out
+    demo = tmp_path / "demo"
+    truth = np.load(demo / "truth.npy")
+    assert truth.shape == (8, 24, 24) and set(np.unique(truth)) == {0, 1, 2, 3}
+    labels = sorted(os.listdir(demo / "labels"))
+    assert len(labels) == 3 and len(os.listdir(demo / "truth")) == 8
+    for name in labels:
+        t = media.frame_index(name)
+        np.testing.assert_array_equal(media.read_mask_raw(str(demo / "labels" / name))[0],
+                                      truth[t])
+    assert media.read_video(str(demo / "video.gif")).shape == (8, 24, 24, 3)
+    with pytest.raises(SystemExit):
+        cli.main(["demo-data", str(demo)])  # exists: refused without --overwrite
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_segment_video_is_exported_lazily():
+    from keras_hyperbolic import tasks
+
+    assert tasks.segment_video is segment_video
+    assert "segment" not in tasks.TASKS
+
+
+def test_killed_run_resumes_from_its_backup(tmp_path):
+    video, labels, _ = _toy(tmp_path, frames=4, height=8, width=8, labelled=(0, 3))
+    out = str(tmp_path / "out")
+    steps = 90  # backups every 30 steps
+    argv = [sys.executable, "-m", "keras_hyperbolic.cli", "segment", video, "--labels", *labels,
+            "--out", out, "--steps", str(steps), "--preset", "tiny_3d", "--verbose", "0"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    backup = os.path.join(out + ".partial", "run", "backup", "training_metadata.json")
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 300
+            while not os.path.exists(backup) and process.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.kill(process.pid, signal.SIGKILL)
+        finally:
+            process.wait(30)
+    assert process.returncode == -signal.SIGKILL, open(tmp_path / "killed.log").read()[-3000:]
+    assert not os.path.exists(out) and os.path.exists(backup)
+    completed = subprocess.run(argv[:-2] + ["--verbose", "2"], capture_output=True, text=True,
+                               timeout=600, env=env)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "resuming the unfinished run" in completed.stdout
+    training = json.load(open(os.path.join(out, "metrics.json")))["training"]
+    assert training["resumed"] and 0 < training["steps_this_run"] < steps
+    assert not os.path.exists(out + ".partial")
+    assert np.load(os.path.join(out, "masks.npy")).shape == (4, 8, 8)
+
+
+@pytest.mark.parametrize("argv,expected", [(["segment"], "--memory-budget"),
+                                           (["demo-data"], "labelled frames")])
+def test_help(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv + ["--help"])
+    assert exit_.value.code == 0 and expected in capsys.readouterr().out
