@@ -1,0 +1,59 @@
+"""The learning rate of the main job's U-Net baseline, picked by a small sweep.
+
+Trains `BaselineUNet` (20 filters, group norm, 2 levels) on the main job's video
+(32 x 64 x 64, labels on 3 frames, the same flips, loss, Adam with cosine decay
+and number of steps as the segmenter) once per learning rate, and prints the
+mean IoU over all frames of each. The best one is the default of
+`keras_hyperbolic.tasks.video_segmentation.FULL["unet_learning_rate"]`.
+
+Run:  python benchmarks/baseline_lr_sweep.py                 (3 runs of 300 steps)
+      python benchmarks/baseline_lr_sweep.py --rates 1e-3 3e-3 --steps 100
+"""
+
+import argparse
+import json
+import os
+import tempfile
+
+# oneDNN on before TensorFlow is imported, unless the user chose (keras_hyperbolic.runtime).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+import keras  # noqa: E402
+
+from keras_hyperbolic.data import make_digit_video  # noqa: E402
+from keras_hyperbolic.models import BaselineUNet  # noqa: E402
+from keras_hyperbolic.tasks import video_training  # noqa: E402
+from keras_hyperbolic.tasks.video_segmentation import FULL  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rates", nargs="+", type=float, default=[3e-3, 1e-2, 3e-2])
+    parser.add_argument("--steps", type=int, default=FULL["steps"])
+    parser.add_argument("--json", default="benchmark_baseline_lr_sweep.json")
+    args = parser.parse_args()
+    data = make_digit_video(frames=FULL["frames"], height=FULL["height"], width=FULL["width"],
+                            digit_size=min(24, FULL["height"] // 2), seed=0)
+    video, masks, weights = data["video"], data["masks"], data["weights"]
+    results = []
+    for rate in args.rates:
+        keras.utils.set_random_seed(0)
+        model = BaselineUNet(num_classes=2, rank=3, filters=FULL["unet_filters"], levels=2)
+        model.build((None,) + video.shape)
+        with tempfile.TemporaryDirectory() as run_dir:
+            run = video_training.train_for_steps(model, (video, masks, weights), args.steps, rate,
+                                                 run_dir=run_dir, verbose=0)
+        _, iou = video_training.evaluate(model, video, masks)
+        results.append({"learning_rate": rate, **iou, "final_loss": run["final_loss"],
+                        "seconds_per_step": run["seconds_per_step"]})
+        print(f"lr {rate:g}: mean IoU {iou['mean_iou']:.1f} (positive {iou['positive_iou']:.1f}, "
+              f"negative {iou['negative_iou']:.1f}), final loss {run['final_loss']:.4f}", flush=True)
+    best = max(results, key=lambda r: r["mean_iou"])
+    print(f"best: lr {best['learning_rate']:g} (mean IoU {best['mean_iou']:.1f}) with "
+          f"{model.count_params():,} parameters, {args.steps} steps")
+    with open(args.json, "w") as handle:
+        json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
