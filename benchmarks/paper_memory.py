@@ -26,6 +26,10 @@ import json
 import os
 import sys
 
+# oneDNN on before TensorFlow is imported, unless the user chose (keras_hyperbolic.runtime);
+# the workers inherit it (keras_hyperbolic.profiling.run_worker).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 PAPER_TABLE_1 = {"reversible_mb": 528, "plain_mb": 3693}
 IUNET_README = {5: 26.8, 10: 18.4, 20: 13.8, 30: 12.2}
 PAPER_VIDEO_INPUT = (240, 424, 72, 6)
