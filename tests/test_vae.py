@@ -8,6 +8,7 @@ import pytest
 
 from keras_hyperbolic.models.hyperbolic_vae import HyperbolicVAE
 from keras_hyperbolic.ops import statistics
+from keras_hyperbolic.tasks.vae import AlphaRamp, pca_errors
 
 
 def _tiny(**kwargs):
@@ -120,24 +121,6 @@ def test_fit_decreases_the_loss(gaussianity):
     assert set(history.history) >= {"loss", "reconstruction", "group_norm", "gaussianity"}
 
 
-class _AlphaRamp(keras.callbacks.Callback):
-    def __init__(self, alpha, epochs):
-        super().__init__()
-        self.alpha, self.epochs = alpha, epochs
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.model.alpha = self.alpha * min(1.0, 2.0 * (epoch + 1) / self.epochs)
-
-
-def _pca_error(x_train, x_test, k):
-    a = x_train.reshape(len(x_train), -1).astype(np.float64)
-    b = x_test.reshape(len(x_test), -1).astype(np.float64)
-    mean = a.mean(axis=0)
-    _, _, vt = np.linalg.svd(a - mean, full_matrices=False)
-    v = vt[:k].T
-    return float((((b - mean) @ v @ v.T - (b - mean)) ** 2).sum(axis=1).mean())
-
-
 @pytest.mark.slow
 def test_pruned_vae_beats_pca_with_as_many_dimensions_on_held_out_digits():
     """The nonlinear truncated SVD against the linear one, on a smaller budget than
@@ -153,7 +136,7 @@ def test_pruned_vae_beats_pca_with_as_many_dimensions_on_held_out_digits():
     )
     epochs = 20
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.fit(x_train, epochs=epochs, batch_size=64, verbose=0, callbacks=[_AlphaRamp(10.0, epochs)])
+    model.fit(x_train, epochs=epochs, batch_size=64, verbose=0, callbacks=[AlphaRamp(10.0, epochs)])
     norms = np.sort(model.column_norms())[::-1]
     threshold = max(0.05, float(norms[16]) * (1 + 1e-6))
     k = len(model.prune(threshold))
@@ -165,7 +148,7 @@ def test_pruned_vae_beats_pca_with_as_many_dimensions_on_held_out_digits():
     model.fit(x_train, epochs=8, batch_size=64, verbose=0)
     rebuilt = model.predict(x_test, verbose=0)
     vae_error = float(((rebuilt - x_test) ** 2).reshape(len(x_test), -1).sum(axis=1).mean())
-    pca_error = _pca_error(x_train, x_test, k)
+    pca_error, _ = pca_errors(x_train, x_test, k)
     print(f"k={k}: held-out error VAE {vae_error:.3f}, PCA {pca_error:.3f}")
     assert vae_error < pca_error
 
