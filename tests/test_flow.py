@@ -6,11 +6,10 @@ import os
 import keras
 import numpy as np
 import pytest
-
-from keras_hyperbolic.tasks.flow_digits import factorised_gaussian_bits_per_dim
 import tensorflow as tf
 
 from keras_hyperbolic.models.conv_flow import ConvFlow
+from keras_hyperbolic.tasks.flow_digits import factorised_gaussian_bits_per_dim
 
 
 def _tiny_flow(**kwargs):
