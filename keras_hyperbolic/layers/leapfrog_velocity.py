@@ -5,7 +5,7 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_hyperbolic.layers.additive_coupling import check_splittable_shape, split_halves
+from keras_hyperbolic.layers.coupling import check_splittable_shape, split_halves
 from keras_hyperbolic.layers.hyperbolic_block import check_step_size
 from keras_hyperbolic.layers.invertible import InvertibleLayer
 from keras_hyperbolic.validation import check_choice, check_rank
