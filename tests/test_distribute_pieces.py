@@ -253,7 +253,8 @@ def test_fit_distributed_traces_again_after_inversion_monitor_fallback():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 4))
     stack = ReversibleSequence(
-        [khl.HyperbolicBlock(rank=2, h=4.0) for _ in range(16)], name="hyperbolic_stack")
+        [khl.HyperbolicBlock(rank=2, h=4.0, normalization="layer") for _ in range(16)],
+        name="hyperbolic_stack")
     model = keras.Model(inputs, stack(inputs))
     model.compile(optimizer=keras.optimizers.SGD(1e-3, clipnorm=1.0), loss="mse")
     x = np.random.default_rng(0).standard_normal((8, 8, 8, 4)).astype("float32")

@@ -68,6 +68,10 @@ def _configurations():
          pair_input, (2, 2, 2, 16)),
         ("invertible_1x1_conv", khl.Invertible1x1Conv, {}, SAME[2], SAME[2]),
         ("sneaky_relu", khl.SneakyReLU, {}, SAME[1], SAME[1]),
+        ("leapfrog_velocity_to_pair", khl.LeapfrogVelocity, {"h": 0.1, "rank": 2},
+         SAME[2], SAME[2]),
+        ("leapfrog_velocity_to_velocity", khl.LeapfrogVelocity,
+         {"h": 0.1, "direction": "to_velocity", "rank": 2}, SAME[2], SAME[2]),
     ]
     return configs
 
@@ -149,4 +153,4 @@ def test_configurations_cover_every_public_layer():
               and name != "InvertibleLayer"}
     covered = {config[1].__name__ for config in CONFIGURATIONS}
     assert public - covered == set()
-    assert len(CONFIGURATIONS) == 36 + 12 + 3
+    assert len(CONFIGURATIONS) == 36 + 12 + 3 + 2  # + LeapfrogVelocity, both directions
