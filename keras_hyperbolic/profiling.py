@@ -183,16 +183,14 @@ def memory_estimate(model, input_shape, batch_size=1):
     """
     import numpy as np
 
-    from keras_hyperbolic.reversible import reversible_layers
+    from keras_hyperbolic.callbacks import reversible_stacks
 
     shape = (batch_size,) + tuple(int(s) for s in input_shape)
     copy = type(model).from_config(model.get_config())
     copy.build(shape)
     parameters = int(copy.count_params())
-    stacks = reversible_layers(copy)
-    nested = {id(block) for stack in stacks for block in stack.blocks}
     plain = efficient = 0
-    for stack in (s for s in stacks if id(s) not in nested):
+    for stack in reversible_stacks(copy):  # outermost: nested stacks are part of their parent
         stream = (batch_size,) + tuple(stack.built_input_shape[1:])
         sizes = [int(np.prod(stream))]
         for block in stack.blocks:
