@@ -261,12 +261,14 @@ def test_batch_norm_statistics_updated_once_per_step():
 @pytest.mark.parametrize("normalization", ["batch", "layer"])
 def test_deep_stack_round_trip(dtype, tolerance, normalization):
     # Batch normalisation is checked in training mode: untrained moving
-    # statistics (mean 0, variance 1) do not normalise, and 64 blocks of
+    # statistics (mean 0, variance 1) do not normalise, and 32 blocks of
     # un-normalised residuals overflow in inference mode before training.
+    # 32 blocks (eager, four passes) keep the drift measurable; the 64-block
+    # stacks of each block kind are in test_blocks_*.py.
     keras.utils.set_random_seed(0)
     stack = ReversibleSequence(
         [khl.AdditiveCoupling(rank=2, normalization=normalization, dtype=dtype)
-         for _ in range(64)],
+         for _ in range(32)],
         dtype=dtype,
     )
     x = tf.cast(_input(2), dtype)
