@@ -1,12 +1,12 @@
 """The learning rate of the main job's U-Net baseline, picked by a small sweep.
 
 Trains `BaselineUNet` (20 filters, group norm, 2 levels) on the main job's video
-(32 x 64 x 64, labels on 3 frames, the same flips, loss, Adam with cosine decay
-and number of steps as the segmenter) once per learning rate, and prints the
+(`FULL`'s size, labels on 3 frames, the same flips, loss, Adam with cosine
+decay and number of steps as the segmenter) once per learning rate, and prints the
 mean IoU over all frames of each. The best one is the default of
 `keras_hyperbolic.tasks.video_segmentation.FULL["unet_learning_rate"]`.
 
-Run:  python benchmarks/baseline_lr_sweep.py                 (3 runs of 300 steps)
+Run:  python benchmarks/baseline_lr_sweep.py                 (3 runs of FULL["steps"] steps)
       python benchmarks/baseline_lr_sweep.py --rates 1e-3 3e-3 --steps 100
 """
 
@@ -20,20 +20,18 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import keras  # noqa: E402
 
-from keras_hyperbolic.data import make_digit_video  # noqa: E402
 from keras_hyperbolic.models import BaselineUNet  # noqa: E402
 from keras_hyperbolic.tasks import video_training  # noqa: E402
-from keras_hyperbolic.tasks.video_segmentation import FULL  # noqa: E402
+from keras_hyperbolic.tasks.video_segmentation import FULL, make_video  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rates", nargs="+", type=float, default=[3e-3, 1e-2, 3e-2])
+    parser.add_argument("--rates", nargs="+", type=float, default=[1e-3, 3e-3, 1e-2])
     parser.add_argument("--steps", type=int, default=FULL["steps"])
     parser.add_argument("--json", default="benchmark_baseline_lr_sweep.json")
     args = parser.parse_args()
-    data = make_digit_video(frames=FULL["frames"], height=FULL["height"], width=FULL["width"],
-                            digit_size=min(24, FULL["height"] // 2), seed=0)
+    data = make_video()
     video, masks, weights = data["video"], data["masks"], data["weights"]
     results = []
     for rate in args.rates:

@@ -4,8 +4,9 @@ TensorFlow turns oneDNN on by default only on CPUs with AVX-512-class
 features; `TF_ENABLE_ONEDNN_OPTS` overrides that and is read when TensorFlow is
 imported, so each setting runs in its own process (alternated, `--rounds`
 times, so a drifting machine load slows both alike). Each process times
-`--steps` training steps of the `video_cpu` HyperbolicSegmenter on the main
-job's 32 x 64 x 64 video after one warm-up step. Set `ONEDNN_MAX_CPU_ISA=AVX2`
+`--steps` training steps of the main job's HyperbolicSegmenter on the main
+job's video (both from `keras_hyperbolic.tasks.video_segmentation.FULL`) after
+one warm-up step. Set `ONEDNN_MAX_CPU_ISA=AVX2`
 to make oneDNN use only AVX2 kernels (a CPU without AVX-512).
 
 Run:  python benchmarks/onednn_speed.py
@@ -25,13 +26,13 @@ def worker(steps):
     import numpy as np
 
     from keras_hyperbolic import runtime
-    from keras_hyperbolic.data import make_digit_video
     from keras_hyperbolic.models import HyperbolicSegmenter
+    from keras_hyperbolic.tasks.video_segmentation import FULL, make_video
 
     keras.utils.set_random_seed(0)
-    data = make_digit_video(frames=32, height=64, width=64, digit_size=24, seed=0)
+    data = make_video()
     x, y, w = (data[k][None] for k in ("video", "masks", "weights"))
-    model = HyperbolicSegmenter.from_preset("video_cpu", num_classes=2)
+    model = HyperbolicSegmenter.from_preset(FULL["preset"], num_classes=2)
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.train_on_batch(x, y, sample_weight=w)  # trace, build the optimizer

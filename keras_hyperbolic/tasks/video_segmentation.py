@@ -42,6 +42,14 @@ QUICK = {
 MODEL_FILE = "hyperbolic_segmenter.keras"
 
 
+def make_video(settings=None, seed=0):
+    """The main job's video (`make_digit_video`) at the size of `settings` (default `FULL`)."""
+    settings = FULL if settings is None else settings
+    return make_digit_video(frames=settings["frames"], height=settings["height"],
+                            width=settings["width"], digit_size=min(24, settings["height"] // 2),
+                            seed=seed)
+
+
 def train_video_segmentation(
     output="outputs/video_segmentation",
     epochs=None,
@@ -88,10 +96,7 @@ def train_video_segmentation(
     keras.utils.set_random_seed(seed)
     os.makedirs(output, exist_ok=True)
 
-    data = make_digit_video(
-        frames=settings["frames"], height=settings["height"], width=settings["width"],
-        digit_size=min(24, settings["height"] // 2), seed=seed,
-    )
+    data = make_video(settings, seed)
     video, masks, weights = data["video"], data["masks"], data["weights"]
     labelled = data["labelled_frames"]
     if verbose:
