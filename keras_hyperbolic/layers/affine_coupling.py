@@ -43,18 +43,14 @@ class AffineCoupling(BaseCoupling):
 
     Args:
         rank: number of spatial axes, 1, 2 or 3.
-        hidden_channels: hidden channels of the built-in network; `None`
-            (default) uses the channels of one half.
-        kernel_size: kernel size of the built-in network.
-        normalization: "batch", "layer", "instance" or "none" (built-in network).
-        activation: Keras activation name or callable (built-in network).
-        init_scale: factor on the built-in functions' last initial kernel
-            (default 0.1, see `ResidualFunction`).
-        zero_init: start the built-in network at zero (identity block).
         scale_bound: positive bound of `|s|` (default 2.0).
         network: optional Keras layer mapping `(..., C)` to `(..., 2C)`
             (`[raw | t]`), used instead of the built-in `ResidualFunction`.
-        **kwargs: base `Layer` arguments.
+        **kwargs: the arguments of the built-in network, as in
+            `ResidualFunction` (`hidden_channels`: `None`, the default, uses
+            the channels of one half; `kernel_size`, `normalization`,
+            `activation`, `init_scale`; `zero_init=True` makes the block the
+            identity at initialisation), and base `Layer` arguments.
 
     Input shape:
         `(batch, *spatial, 2C)` with `rank` spatial axes.
@@ -75,29 +71,9 @@ class AffineCoupling(BaseCoupling):
     NVP" (2017); Kingma & Dhariwal, "Glow" (2018).
     """
 
-    def __init__(
-        self,
-        rank,
-        hidden_channels=None,
-        kernel_size=3,
-        normalization="batch",
-        activation="relu",
-        zero_init=False,
-        init_scale=0.1,
-        scale_bound=2.0,
-        network=None,
-        **kwargs,
-    ):
-        super().__init__(
-            rank,
-            hidden_channels=hidden_channels,
-            kernel_size=kernel_size,
-            normalization=normalization,
-            activation=activation,
-            zero_init=zero_init,
-            init_scale=init_scale,
-            **kwargs,
-        )
+    def __init__(self, rank, *, scale_bound=2.0, network=None, **kwargs):
+        # `kwargs`: the built-in network's arguments (see `BaseCoupling`) and Layer's.
+        super().__init__(rank, **kwargs)
         if (
             isinstance(scale_bound, bool)
             or not isinstance(scale_bound, numbers.Real)
