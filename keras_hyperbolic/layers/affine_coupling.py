@@ -1,18 +1,14 @@
 """Affine (RealNVP / Glow) coupling: `y1 = x1`, `y2 = x2 * exp(s(x1)) + t(x1)`."""
 
-import math
-import numbers
-
 import keras
 import tensorflow as tf
 
 from keras_hyperbolic.layers.coupling import (
     BaseCoupling,
     check_function,
-    check_function_output,
     split_halves,
 )
-from keras_hyperbolic.validation import invalid
+from keras_hyperbolic.validation import check_finite_float
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
@@ -74,25 +70,16 @@ class AffineCoupling(BaseCoupling):
     def __init__(self, rank, *, scale_bound=2.0, network=None, **kwargs):
         # `kwargs`: the built-in network's arguments (see `BaseCoupling`) and Layer's.
         super().__init__(rank, **kwargs)
-        if (
-            isinstance(scale_bound, bool)
-            or not isinstance(scale_bound, numbers.Real)
-            or not math.isfinite(scale_bound)
-            or not scale_bound > 0
-        ):
-            raise invalid("scale_bound", scale_bound, "a positive, finite number")
-        self.scale_bound = float(scale_bound)
+        self.scale_bound = check_finite_float(scale_bound, "scale_bound", positive=True)
         self._user_network = check_function(network, "network")
         self.network = self._user_network
 
     def build(self, input_shape):
         half_shape = self._half_shape(input_shape)
-        if self.network is None:
-            self.network = self._residual_function("network", filters=2 * half_shape[-1])
-        else:
-            check_function_output(self, self.network, "network", half_shape, 2 * half_shape[-1])
-        if not self.network.built:
-            self.network.build(half_shape)
+        # The network maps a half to `[raw | t]`, twice its channels.
+        self.network = self._built_function(
+            self.network, "network", half_shape, out_channels=2 * half_shape[-1]
+        )
 
     def _scale_shift(self, x1, training):
         """(s, t) in x1's dtype from the network's `[raw | t]`."""
