@@ -6,7 +6,6 @@ import tensorflow as tf
 from keras_hyperbolic.layers.coupling import (
     BaseCoupling,
     check_function,
-    check_function_output,
     split_halves,
 )
 from keras_hyperbolic.layers.invertible import vjp
@@ -84,19 +83,9 @@ class AdditiveCoupling(BaseCoupling):
 
     def build(self, input_shape):
         half_shape = self._half_shape(input_shape)
-        if self.f is None:
-            self.f = self._residual_function("f")
-        else:
-            check_function_output(self, self.f, "f", half_shape)
-        if not self.f.built:
-            self.f.build(half_shape)
+        self.f = self._built_function(self.f, "f", half_shape)
         if self.use_g:
-            if self.g is None:
-                self.g = self._residual_function("g")
-            else:
-                check_function_output(self, self.g, "g", half_shape)
-            if not self.g.built:
-                self.g.build(half_shape)
+            self.g = self._built_function(self.g, "g", half_shape)
 
     def _apply(self, function, x, training):
         # F/G compute in the compute dtype; the stream stays in x's dtype.

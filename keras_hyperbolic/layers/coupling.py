@@ -130,6 +130,17 @@ class BaseCoupling(InvertibleLayer):
             name=name,
         )
 
+    def _built_function(self, function, name, half_shape, out_channels=None):
+        """`function` (a user layer, its output shape checked) or, for None, the
+        built-in one with `out_channels` (None: a half's), built for a half."""
+        if function is None:
+            function = self._residual_function(name, filters=out_channels)
+        else:
+            check_function_output(self, function, name, half_shape, out_channels)
+        if not function.built:
+            function.build(half_shape)
+        return function
+
     def _half_shape(self, input_shape):
         input_shape = check_splittable_shape(self, input_shape, self.rank)
         return input_shape[:-1] + (input_shape[-1] // 2,)
