@@ -10,18 +10,18 @@ import tensorflow as tf
 
 
 def _dims(x):
-    """Static sizes where known, dynamic scalars otherwise."""
+    """`(batch, spatial, channels)`: static sizes where known, dynamic scalars otherwise."""
     static = list(x.shape)
     dynamic = tf.shape(x)
-    return [s if s is not None else dynamic[i] for i, s in enumerate(static)]
+    dims = [s if s is not None else dynamic[i] for i, s in enumerate(static)]
+    return dims[0], dims[1:-1], dims[-1]
 
 
 def squeeze(x, rank):
     x = tf.convert_to_tensor(x)
     if rank == 2:
         return tf.nn.space_to_depth(x, 2)
-    dims = _dims(x)
-    batch, spatial, channels = dims[0], dims[1:-1], dims[-1]
+    batch, spatial, channels = _dims(x)
     split = [batch]
     for size in spatial:
         split += [size // 2, 2]
@@ -36,8 +36,7 @@ def unsqueeze(y, rank):
     y = tf.convert_to_tensor(y)
     if rank == 2:
         return tf.nn.depth_to_space(y, 2)
-    dims = _dims(y)
-    batch, coarse, channels = dims[0], dims[1:-1], dims[-1]
+    batch, coarse, channels = _dims(y)
     base_channels = channels // (2**rank)
     y = tf.reshape(y, [batch] + list(coarse) + [2] * rank + [base_channels])
     perm = [0]
