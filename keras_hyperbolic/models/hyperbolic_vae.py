@@ -554,32 +554,22 @@ class HyperbolicVAE(GenerativeModel):
 
     serving_family = "vae"
 
-    def serving_endpoints(self, input_shape=None, dynamic_spatial=True, batch_size=None):
-        """The SavedModel / TFLite signatures of the VAE (see `keras_hyperbolic.models.serving`).
+    def _serving_endpoints(self, images, image_examples, seeds, seed_examples, batch_size):
+        """The VAE's signatures (`serving_endpoints`):
 
         - `reconstruct` (first, so also `serving_default`): `images` ->
           `reconstruction`, `latent`;
         - `encode`: `images` -> `latent` `(batch, latent_dim)`;
         - `decode`: `latent` -> `images`;
-        - `sample`: `seeds` `(batch,)` int64 -> `images`, `latent`, one code
-          `latent_std * N(0, I)` per seed (`serving.sample_latent`); random ops
-          are not TFLite builtins, so it is left out of TFLite by default.
-
-        Args:
-            input_shape: overrides the image input's shape (batch axis included).
-            dynamic_spatial: ignored (the input shape is fixed).
-            batch_size: a fixed batch size (TFLite); `None` leaves it free.
+        - `sample` (not in TFLite by default): `seeds` -> `images`, `latent`,
+          one code `latent_std * N(0, I)` per seed.
         """
         from keras_hyperbolic.models import serving
 
-        images, image_examples = serving.image_input(
-            self, input_shape, False, batch_size, multiple=2**self.levels
-        )
         latent_dim = int(self.latent_dim)
         latent = serving.with_batch_size(
             tf.TensorSpec((None, latent_dim), tf.float32, name="latent"), batch_size
         )
-        seeds, seed_examples = serving.seed_input(batch_size)
         batch = batch_size or serving.EXAMPLE_BATCH
         std = float(self.latent_std)
 
