@@ -21,10 +21,25 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hyperbolic.layers.invertible import InvertibleLayer
+from keras_hyperbolic.layers.rank_classes import rank_doc
 from keras_hyperbolic.ops.wavelets import periodic_conv, periodic_conv_transpose
 from keras_hyperbolic.validation import check_input_shape, check_rank
 
 _CONSTANT_KERNELS = threading.local()
+
+#: The shape sections of the unpooling layers' docstrings (a `rank_doc` template).
+_UNPOOLING_SHAPES = """Input shape:
+    `(batch, {spatial}, {s} * C)`; the channel count must be divisible by {s}.
+
+Output shape:
+    `(batch, {double}, C)`."""
+
+
+def pooling_doc(template, rank, **fields):
+    """`rank_doc(template, rank, **fields)`, where `{unpooling_shapes}` may stand
+    for the shape sections every unpooling layer shares."""
+    shapes = rank_doc(_UNPOOLING_SHAPES, rank)
+    return rank_doc(template, rank, unpooling_shapes=shapes, **fields)
 
 
 @contextlib.contextmanager

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_hyperbolic.layers.pooling.base import BaseInvertiblePooling
-from keras_hyperbolic.layers.rank_classes import rank_classes, rank_doc
+from keras_hyperbolic.layers.pooling.base import BaseInvertiblePooling, pooling_doc
+from keras_hyperbolic.layers.rank_classes import rank_classes
 from keras_hyperbolic.ops import orthogonal as orthogonal_ops
 from keras_hyperbolic.validation import check_choice
 
@@ -139,11 +139,7 @@ Args:
     trainable: whether `theta` is trained.
     **kwargs: base layer arguments.
 
-Input shape:
-    `(batch, {spatial}, {s} * C)`; the channel count must be divisible by {s}.
-
-Output shape:
-    `(batch, {double}, C)`.
+{unpooling_shapes}
 
 Raises:
     ValueError: as `OrthogonalPooling{rank}D`, or channels not divisible by {s}.
@@ -159,8 +155,8 @@ Learnable Up- and Downsampling", Sec. 3.
 
 
 OrthogonalPooling1D, OrthogonalPooling2D, OrthogonalPooling3D = rank_classes(
-    BaseOrthogonalPooling, "OrthogonalPooling", lambda rank: rank_doc(_POOLING_DOC, rank)
+    BaseOrthogonalPooling, "OrthogonalPooling", lambda rank: pooling_doc(_POOLING_DOC, rank)
 )
 OrthogonalUnpooling1D, OrthogonalUnpooling2D, OrthogonalUnpooling3D = rank_classes(
-    BaseOrthogonalUnpooling, "OrthogonalUnpooling", lambda rank: rank_doc(_UNPOOLING_DOC, rank)
+    BaseOrthogonalUnpooling, "OrthogonalUnpooling", lambda rank: pooling_doc(_UNPOOLING_DOC, rank)
 )

@@ -11,8 +11,8 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from keras_hyperbolic.layers.pooling.base import BaseInvertiblePooling
-from keras_hyperbolic.layers.rank_classes import rank_classes, rank_doc
+from keras_hyperbolic.layers.pooling.base import BaseInvertiblePooling, pooling_doc
+from keras_hyperbolic.layers.rank_classes import rank_classes
 from keras_hyperbolic.ops import orthogonal as orthogonal_ops
 from keras_hyperbolic.ops import wavelets as wavelet_ops
 from keras_hyperbolic.validation import check_choice, invalid
@@ -207,11 +207,7 @@ Args:
     init: only for `wavelet="learnable"`; as in `WaveletPooling{rank}D`.
     **kwargs: base layer arguments.
 
-Input shape:
-    `(batch, {spatial}, {s} * C)`; the channel count must be divisible by {s}.
-
-Output shape:
-    `(batch, {double}, C)`.
+{unpooling_shapes}
 
 Raises:
     ValueError: as `WaveletPooling{rank}D`, or channels not divisible by {s}.
@@ -229,7 +225,7 @@ _KEYS = {1: "a, d", 2: "aa, ad, da, dd", 3: "aaa, aad, ..., ddd"}
 
 
 def _doc(template):
-    return lambda rank: rank_doc(template, rank, keys=_KEYS[rank])
+    return lambda rank: pooling_doc(template, rank, keys=_KEYS[rank])
 
 
 WaveletPooling1D, WaveletPooling2D, WaveletPooling3D = rank_classes(
