@@ -12,7 +12,12 @@ from keras_hyperbolic.layers.residual import (
     check_normalization,
     make_normalization,
 )
-from keras_hyperbolic.ops.pixel_shuffle import squeeze, unsqueeze
+from keras_hyperbolic.ops.pixel_shuffle import (
+    squeeze,
+    squeezed_shape,
+    unsqueeze,
+    unsqueezed_shape,
+)
 from keras_hyperbolic.reversible import ReversibleSequence
 from keras_hyperbolic.validation import (
     check_divisible_input,
@@ -161,17 +166,11 @@ class IRevNetBlock(InvertibleLayer):
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
-        if self.stride == 1:
-            return shape
-        spatial = tuple(None if s is None else s // 2 for s in shape[1:-1])
-        return (shape[0],) + spatial + (shape[-1] * 2**self.rank,)
+        return shape if self.stride == 1 else squeezed_shape(shape, self.rank)
 
     def compute_input_shape(self, output_shape):
         shape = tuple(output_shape)
-        if self.stride == 1:
-            return shape
-        spatial = tuple(None if s is None else s * 2 for s in shape[1:-1])
-        return (shape[0],) + spatial + (shape[-1] // 2**self.rank,)
+        return shape if self.stride == 1 else unsqueezed_shape(shape, self.rank)
 
     def get_config(self):
         config = super().get_config()

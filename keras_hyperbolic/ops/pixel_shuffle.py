@@ -44,3 +44,21 @@ def unsqueeze(y, rank):
         perm += [1 + i, 1 + rank + i]
     y = tf.transpose(y, perm + [2 * rank + 1])
     return tf.reshape(y, [batch] + [s * 2 for s in coarse] + [base_channels])
+
+
+def squeezed_shape(shape, rank):
+    """The static shape `squeeze` maps `shape` to, `(B, *spatial / 2, 2**rank * C)`.
+
+    Unknown spatial sizes stay unknown. Every invertible down-sampling by 2
+    (the poolings, i-RevNet's and iUNet's) has this shape.
+    """
+    shape = tuple(shape)
+    spatial = tuple(None if n is None else n // 2 for n in shape[1:-1])
+    return (shape[0],) + spatial + (shape[-1] * 2**rank,)
+
+
+def unsqueezed_shape(shape, rank):
+    """The static shape `unsqueeze` maps `shape` to, `(B, *spatial * 2, C / 2**rank)`."""
+    shape = tuple(shape)
+    spatial = tuple(None if n is None else 2 * n for n in shape[1:-1])
+    return (shape[0],) + spatial + (shape[-1] // 2**rank,)
