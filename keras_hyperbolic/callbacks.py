@@ -5,14 +5,13 @@ import warnings
 import keras
 import numpy as np
 
-from keras_hyperbolic.reversible import ReversibleSequence, record_inputs
+from keras_hyperbolic.reversible import ReversibleSequence, record_inputs, reversible_layers
 from keras_hyperbolic.validation import check_choice, check_positive_float, check_positive_int
 
 
 def reversible_stacks(model):
     """Every top-level `ReversibleSequence` inside `model` (nested ones are part of their parent)."""
-    stacks = [layer for layer in model._flatten_layers(include_self=True, recursive=True)
-              if isinstance(layer, ReversibleSequence)]
+    stacks = reversible_layers(model)
     nested = [inner for stack in stacks for inner in stack.blocks
               if isinstance(inner, ReversibleSequence)]
     return [stack for stack in stacks if not any(stack is inner for inner in nested)]

@@ -370,6 +370,13 @@ def cmd_demo_data(args):
     return 0
 
 
+def _add_seed_and_verbose(parser):
+    """The last two options of the training commands (`train`, `segment`)."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                        help="Keras progress: 0 silent, 1 progress bar (default), 2 a line per epoch")
+
+
 def _add_segment_parsers(commands):
     from keras_hyperbolic.tasks.segment import DEFAULTS, NETWORKS
 
@@ -411,10 +418,7 @@ def _add_segment_parsers(commands):
                          help="Adam's rate (default 1e-2 hyperbolic, 3e-3 unet)")
     segment.add_argument("--fps", type=int, default=DEFAULTS["fps"],
                          help="frames per second of the overlay animation")
-    segment.add_argument("--seed", type=int, default=0)
-    segment.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                         help="Keras progress: 0 silent, 1 progress bar (default), 2 a line "
-                         "per epoch")
+    _add_seed_and_verbose(segment)
     segment.set_defaults(handler=cmd_segment)
 
     demo = commands.add_parser(
@@ -468,9 +472,7 @@ def build_parser():
     train.add_argument("--quick", action="store_true", help="the task's CI-sized run (seconds)")
     train.add_argument("--no-baseline", action="store_true",
                        help="skip the baseline network where the task trains one")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                       help="Keras progress: 0 silent, 1 progress bar (default), 2 a line per epoch")
+    _add_seed_and_verbose(train)
     train.set_defaults(handler=cmd_train)
 
     export = commands.add_parser(

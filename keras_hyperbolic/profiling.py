@@ -252,13 +252,12 @@ def training_step_estimate(model, input_shape, batch_size=1):
         Adam), `data_bytes`, `activation_bytes` (kept for backprop, counted
         once), `transient_bytes`.
     """
-    from keras_hyperbolic.reversible import ReversibleSequence
+    from keras_hyperbolic.reversible import reversible_layers
 
     shape = (batch_size,) + tuple(int(s) for s in input_shape)
     copy = type(model).from_config(model.get_config())
     copy.build(shape)
-    stacks = [layer for layer in copy._flatten_layers(include_self=False, recursive=True)
-              if isinstance(layer, ReversibleSequence)]
+    stacks = [layer for layer in reversible_layers(copy) if layer is not copy]
     efficient = [stack.name for stack in stacks if stack.memory_efficient]
     for stack in stacks:  # trace plain autodiff everywhere (read at call time)
         stack.memory_efficient = False

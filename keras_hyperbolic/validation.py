@@ -4,6 +4,7 @@ Every check raises before any work is done, with a message that names the
 argument and the value received (the Keras convention).
 """
 
+import math
 import numbers
 
 
@@ -36,6 +37,20 @@ def check_positive_int(value, name, minimum=1):
 def check_positive_float(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise invalid(name, value, "a positive number")
+    return float(value)
+
+
+def check_finite_float(value, name, positive=False):
+    """`value` as a float: a real number (not a bool), finite, and `> 0` where
+    `positive`, `>= 0` otherwise."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or not (value > 0 if positive else value >= 0)
+    ):
+        expected = "a positive, finite number" if positive else "a finite number >= 0"
+        raise invalid(name, value, expected)
     return float(value)
 
 

@@ -10,7 +10,7 @@ test_layer_harness.py). Here, in the spirit of TFP's bijector tests:
   `log_det_jacobian` has one value per example;
 - `autodiff_log_det`: `slogdet` of the autodiff Jacobian on a tiny input;
 - `backward_errors`: the engine hook (`backward`, fused and generic) against
-  plain autodiff.
+  plain autodiff; `assert_backward_matches_autodiff` asserts them small.
 """
 
 import os
@@ -135,3 +135,17 @@ def backward_errors(layer, x, training=True, seed=0):
         }
     return errors
 
+
+def assert_backward_matches_autodiff(layer, x, tolerance=None, training=True):
+    """Asserts every `backward_errors` entry (fused and generic) is within `tolerance`.
+
+    The default tolerance is `FLOAT32_BACKWARD_RTOL` for a float32 `x` and
+    1e-10 (round-off) otherwise. Returns the errors.
+    """
+    if tolerance is None:
+        tolerance = FLOAT32_BACKWARD_RTOL if np.asarray(x).dtype == np.float32 else 1e-10
+    errors = backward_errors(layer, x, training=training)
+    for kind in ("fused", "generic"):
+        for what in ("x", "dx", "variables"):
+            assert errors[kind][what] <= tolerance, errors
+    return errors

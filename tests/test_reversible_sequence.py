@@ -387,3 +387,28 @@ def test_flow_log_det_gradients_equal_plain_autodiff(mode, dtype):
     assert_gradients_close(
         grads[0], grads[1], rtol=FLOAT32_FLOW_RTOL if dtype == "float32" else 1e-10
     )
+
+
+def test_reversible_layers_find_stacks_held_by_plain_layers():
+    # Keras has no public recursive listing of sub-layers (`Model.layers` is one
+    # level and models only): `reversible_layers` must still see a stack that a
+    # plain custom layer holds, nested stacks, and the model itself outermost first.
+    from keras_hyperbolic.callbacks import reversible_stacks
+    from keras_hyperbolic.reversible import reversible_layers
+
+    class Holder(keras.layers.Layer):
+        def __init__(self, stack, **kwargs):
+            super().__init__(**kwargs)
+            self.stack = stack
+
+        def call(self, x):
+            return self.stack(x)
+
+    inner = ReversibleSequence([khl.AdditiveCoupling(rank=1)], name="inner")
+    outer = ReversibleSequence([inner, khl.AdditiveCoupling(rank=1)], name="outer")
+    inputs = keras.Input((8, 4))
+    model = keras.Model(inputs, Holder(outer)(inputs))
+    assert [s.name for s in reversible_layers(model)] == ["outer", "inner"]
+    assert [s.name for s in reversible_layers(outer)] == ["outer", "inner"]
+    assert [s.name for s in reversible_stacks(model)] == ["outer"]
+    assert model.layers[-1].name.startswith("holder")  # the stack is not a direct layer

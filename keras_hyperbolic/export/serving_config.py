@@ -12,6 +12,8 @@ where it is.
 import os
 import re
 
+from keras_hyperbolic.export.warmup import import_serving_api
+
 MODELS_CONFIG = "models.config"
 BATCHING_CONFIG = "batching.config"
 DEFAULT_BASE_PATH_PREFIX = "/models"
@@ -28,13 +30,9 @@ BATCHING_DEFAULTS = {
 
 
 def _config_proto():
-    try:
-        from tensorflow_serving.config import model_server_config_pb2
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "Writing models.config needs the `tensorflow-serving-api` package "
-            "(pip install 'tensorflow-serving-api>=2.21,<2.22')."
-        ) from error
+    (model_server_config_pb2,) = import_serving_api(
+        "config", ("model_server_config_pb2",), "Writing models.config"
+    )
     return model_server_config_pb2
 
 

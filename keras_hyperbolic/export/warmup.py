@@ -11,6 +11,7 @@ returns the `PredictResponse` the server would send: what the tests and
 `keras-hyperbolic inspect` use where no model server is available.
 """
 
+import importlib
 import os
 
 import tensorflow as tf
@@ -19,16 +20,31 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 ASSETS_EXTRA = "assets.extra"
 
 
-def serving_apis():
-    """`(predict_pb2, prediction_log_pb2)` from tensorflow-serving-api, with a clear error."""
+def import_serving_api(package, names, purpose, alternative=""):
+    """The modules `tensorflow_serving.<package>.<name>` for `names`, as a tuple.
+
+    Raises an ImportError saying that `purpose` needs tensorflow-serving-api
+    (and the `alternative`, if any) where the package is not installed.
+    """
     try:
-        from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+        # The package first, as `from tensorflow_serving.<package> import ...` does.
+        parent = importlib.import_module(f"tensorflow_serving.{package}")
+        return tuple(importlib.import_module(f"{parent.__name__}.{n}") for n in names)
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "Writing TF Serving warmup records needs the `tensorflow-serving-api` package "
-            "(pip install 'tensorflow-serving-api>=2.21,<2.22'), or pass warmup_requests=False."
+            f"{purpose} needs the `tensorflow-serving-api` package "
+            f"(pip install 'tensorflow-serving-api>=2.21,<2.22'){alternative}."
         ) from error
-    return predict_pb2, prediction_log_pb2
+
+
+def serving_apis():
+    """`(predict_pb2, prediction_log_pb2)` from tensorflow-serving-api, with a clear error."""
+    return import_serving_api(
+        "apis",
+        ("predict_pb2", "prediction_log_pb2"),
+        "Writing TF Serving warmup records",
+        ", or pass warmup_requests=False",
+    )
 
 
 def predict_request(model_name, signature_name, inputs):

@@ -14,24 +14,4 @@ from keras_hyperbolic.layers.invertible_conv import (  # noqa: F401
 )
 from keras_hyperbolic.layers.invertible_1x1_conv import Invertible1x1Conv  # noqa: F401
 from keras_hyperbolic.layers.sneaky_relu import SneakyReLU  # noqa: F401
-from keras_hyperbolic.layers.pooling import (  # noqa: F401
-    OrthogonalPooling1D,
-    OrthogonalPooling2D,
-    OrthogonalPooling3D,
-    OrthogonalUnpooling1D,
-    OrthogonalUnpooling2D,
-    OrthogonalUnpooling3D,
-    PairPooling,
-    PixelShufflePooling1D,
-    PixelShufflePooling2D,
-    PixelShufflePooling3D,
-    PixelShuffleUnpooling1D,
-    PixelShuffleUnpooling2D,
-    PixelShuffleUnpooling3D,
-    WaveletPooling1D,
-    WaveletPooling2D,
-    WaveletPooling3D,
-    WaveletUnpooling1D,
-    WaveletUnpooling2D,
-    WaveletUnpooling3D,
-)
+from keras_hyperbolic.layers.pooling import *  # noqa: F401,F403  (its __all__)

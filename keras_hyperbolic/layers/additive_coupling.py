@@ -6,9 +6,9 @@ import tensorflow as tf
 from keras_hyperbolic.layers.coupling import (
     BaseCoupling,
     check_function,
-    check_function_output,
     split_halves,
 )
+from keras_hyperbolic.layers.invertible import vjp
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
@@ -35,19 +35,15 @@ class AdditiveCoupling(BaseCoupling):
 
     Args:
         rank: number of spatial axes, 1, 2 or 3.
-        hidden_channels: hidden channels of the built-in functions; `None`
-            (default) uses the channels of one half.
-        kernel_size: kernel size of the built-in functions.
-        normalization: "batch", "layer", "instance" or "none" (built-in functions).
-        activation: Keras activation name or callable (built-in functions).
-        init_scale: factor on the built-in functions' last initial kernel
-            (default 0.1, see `ResidualFunction`).
-        zero_init: start the built-in functions at zero (their last
-            convolution is zero), so the block is the identity at initialisation.
         f: optional Keras layer used as `F` (serialised with the block).
         g: optional Keras layer used as `G`.
         use_g: if False there is no `G` (`y2 = x2`).
-        **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
+        **kwargs: the arguments of the built-in functions, as in
+            `ResidualFunction` (`hidden_channels`: `None`, the default, uses
+            the channels of one half; `kernel_size`, `normalization`,
+            `activation`, `init_scale`; `zero_init=True` makes the block the
+            identity at initialisation), and base `Layer` arguments (`name`,
+            `dtype`, ...).
 
     Input shape:
         `(batch, *spatial, channels)` with `rank` spatial axes and an even
@@ -69,31 +65,10 @@ class AdditiveCoupling(BaseCoupling):
     Without Storing Activations" (2017); Dinh et al., "NICE" (2014).
     """
 
-    def __init__(
-        self,
-        rank,
-        hidden_channels=None,
-        kernel_size=3,
-        normalization="batch",
-        activation="relu",
-        zero_init=False,
-        init_scale=0.1,
-        f=None,
-        g=None,
-        use_g=True,
-        **kwargs,
-    ):
-        super().__init__(
-            rank,
-            hidden_channels=hidden_channels,
-            kernel_size=kernel_size,
-            normalization=normalization,
-            activation=activation,
-            zero_init=zero_init,
-            init_scale=init_scale,
-            is_volume_preserving=True,  # unit-diagonal triangular Jacobian
-            **kwargs,
-        )
+    def __init__(self, rank, *, f=None, g=None, use_g=True, **kwargs):
+        # `kwargs`: the built-in functions' arguments (see `BaseCoupling`) and Layer's.
+        # Volume preserving: the Jacobian is triangular with a unit diagonal.
+        super().__init__(rank, is_volume_preserving=True, **kwargs)
         self.use_g = bool(use_g)
         self._user_f = check_function(f, "f")
         self._user_g = check_function(g, "g")
@@ -108,19 +83,9 @@ class AdditiveCoupling(BaseCoupling):
 
     def build(self, input_shape):
         half_shape = self._half_shape(input_shape)
-        if self.f is None:
-            self.f = self._residual_function("f")
-        else:
-            check_function_output(self, self.f, "f", half_shape)
-        if not self.f.built:
-            self.f.build(half_shape)
+        self.f = self._built_function(self.f, "f", half_shape)
         if self.use_g:
-            if self.g is None:
-                self.g = self._residual_function("g")
-            else:
-                check_function_output(self, self.g, "g", half_shape)
-            if not self.g.built:
-                self.g.build(half_shape)
+            self.g = self._built_function(self.g, "g", half_shape)
 
     def _apply(self, function, x, training):
         # F/G compute in the compute dtype; the stream stays in x's dtype.
@@ -138,39 +103,30 @@ class AdditiveCoupling(BaseCoupling):
         x1 = y1 - self._apply(self.f, x2, training)
         return tf.concat([x1, x2], axis=-1)
 
+    def _vjp(self, function, x, output_gradients, training):
+        def apply(x):
+            return self._apply(function, x, training)
+
+        return vjp(apply, x, function.trainable_variables, output_gradients)
+
     def _backward(self, y, dy, training=None, dlog_det=None):
         # Volume preserving: `dlog_det` is always None here.
         # Fused: the inversion's F(x2) and G(y1) are recorded and differentiated,
         # instead of inverting and then recomputing the forward pass.
         y1, y2 = split_halves(y)
         dy1, dy2 = split_halves(dy)
-        unconnected = tf.UnconnectedGradients.ZERO
         pairs = []
         if self.use_g:
-            g_vars = list(self.g.trainable_variables)
-            with tf.GradientTape() as tape_g:
-                tape_g.watch(y1)
-                g_out = self._apply(self.g, y1, training)
+            g_out, dy1_from_g, pairs = self._vjp(self.g, y1, dy2, training)
             x2 = tf.stop_gradient(y2 - g_out)
-            grads = tape_g.gradient(
-                g_out, [y1] + g_vars, output_gradients=dy2, unconnected_gradients=unconnected
-            )
-            dy1 = dy1 + grads[0]
-            pairs.extend(zip(g_vars, grads[1:]))
+            dy1 = dy1 + dy1_from_g
         else:
             x2 = y2
-        f_vars = list(self.f.trainable_variables)
-        with tf.GradientTape() as tape_f:
-            tape_f.watch(x2)
-            f_out = self._apply(self.f, x2, training)
+        f_out, dx2_from_f, f_pairs = self._vjp(self.f, x2, dy1, training)
         x1 = tf.stop_gradient(y1 - f_out)
-        grads = tape_f.gradient(
-            f_out, [x2] + f_vars, output_gradients=dy1, unconnected_gradients=unconnected
-        )
-        dx = tf.concat([dy1, dy2 + grads[0]], axis=-1)
-        pairs.extend(zip(f_vars, grads[1:]))
+        dx = tf.concat([dy1, dy2 + dx2_from_f], axis=-1)
         x = tf.stop_gradient(tf.concat([x1, x2], axis=-1))
-        return x, dx, pairs
+        return x, dx, pairs + f_pairs
 
     def get_config(self):
         config = super().get_config()

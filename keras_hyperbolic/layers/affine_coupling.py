@@ -1,18 +1,14 @@
 """Affine (RealNVP / Glow) coupling: `y1 = x1`, `y2 = x2 * exp(s(x1)) + t(x1)`."""
 
-import math
-import numbers
-
 import keras
 import tensorflow as tf
 
 from keras_hyperbolic.layers.coupling import (
     BaseCoupling,
     check_function,
-    check_function_output,
     split_halves,
 )
-from keras_hyperbolic.validation import invalid
+from keras_hyperbolic.validation import check_finite_float
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
@@ -43,18 +39,14 @@ class AffineCoupling(BaseCoupling):
 
     Args:
         rank: number of spatial axes, 1, 2 or 3.
-        hidden_channels: hidden channels of the built-in network; `None`
-            (default) uses the channels of one half.
-        kernel_size: kernel size of the built-in network.
-        normalization: "batch", "layer", "instance" or "none" (built-in network).
-        activation: Keras activation name or callable (built-in network).
-        init_scale: factor on the built-in functions' last initial kernel
-            (default 0.1, see `ResidualFunction`).
-        zero_init: start the built-in network at zero (identity block).
         scale_bound: positive bound of `|s|` (default 2.0).
         network: optional Keras layer mapping `(..., C)` to `(..., 2C)`
             (`[raw | t]`), used instead of the built-in `ResidualFunction`.
-        **kwargs: base `Layer` arguments.
+        **kwargs: the arguments of the built-in network, as in
+            `ResidualFunction` (`hidden_channels`: `None`, the default, uses
+            the channels of one half; `kernel_size`, `normalization`,
+            `activation`, `init_scale`; `zero_init=True` makes the block the
+            identity at initialisation), and base `Layer` arguments.
 
     Input shape:
         `(batch, *spatial, 2C)` with `rank` spatial axes.
@@ -75,48 +67,19 @@ class AffineCoupling(BaseCoupling):
     NVP" (2017); Kingma & Dhariwal, "Glow" (2018).
     """
 
-    def __init__(
-        self,
-        rank,
-        hidden_channels=None,
-        kernel_size=3,
-        normalization="batch",
-        activation="relu",
-        zero_init=False,
-        init_scale=0.1,
-        scale_bound=2.0,
-        network=None,
-        **kwargs,
-    ):
-        super().__init__(
-            rank,
-            hidden_channels=hidden_channels,
-            kernel_size=kernel_size,
-            normalization=normalization,
-            activation=activation,
-            zero_init=zero_init,
-            init_scale=init_scale,
-            **kwargs,
-        )
-        if (
-            isinstance(scale_bound, bool)
-            or not isinstance(scale_bound, numbers.Real)
-            or not math.isfinite(scale_bound)
-            or not scale_bound > 0
-        ):
-            raise invalid("scale_bound", scale_bound, "a positive, finite number")
-        self.scale_bound = float(scale_bound)
+    def __init__(self, rank, *, scale_bound=2.0, network=None, **kwargs):
+        # `kwargs`: the built-in network's arguments (see `BaseCoupling`) and Layer's.
+        super().__init__(rank, **kwargs)
+        self.scale_bound = check_finite_float(scale_bound, "scale_bound", positive=True)
         self._user_network = check_function(network, "network")
         self.network = self._user_network
 
     def build(self, input_shape):
         half_shape = self._half_shape(input_shape)
-        if self.network is None:
-            self.network = self._residual_function("network", filters=2 * half_shape[-1])
-        else:
-            check_function_output(self, self.network, "network", half_shape, 2 * half_shape[-1])
-        if not self.network.built:
-            self.network.build(half_shape)
+        # The network maps a half to `[raw | t]`, twice its channels.
+        self.network = self._built_function(
+            self.network, "network", half_shape, out_channels=2 * half_shape[-1]
+        )
 
     def _scale_shift(self, x1, training):
         """(s, t) in x1's dtype from the network's `[raw | t]`."""

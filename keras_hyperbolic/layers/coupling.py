@@ -115,20 +115,34 @@ class BaseCoupling(InvertibleLayer):
         self.zero_init = bool(zero_init)
         self.init_scale = check_init_scale(init_scale)
 
-    def _residual_function(self, name, filters=None):
-        """The built-in `ResidualFunction` with this block's arguments."""
-        return ResidualFunction(
+    def _function_arguments(self):
+        """The arguments this block passes to its built-in `ResidualFunction`s."""
+        return dict(
             rank=self.rank,
-            filters=filters,
             hidden_channels=self.hidden_channels,
             kernel_size=self.kernel_size,
             normalization=self.normalization,
             activation=self.activation,
             zero_init=self.zero_init,
             init_scale=self.init_scale,
-            dtype=self.dtype_policy,
-            name=name,
         )
+
+    def _residual_function(self, name, filters=None):
+        """The built-in `ResidualFunction` with this block's arguments."""
+        return ResidualFunction(
+            filters=filters, dtype=self.dtype_policy, name=name, **self._function_arguments()
+        )
+
+    def _built_function(self, function, name, half_shape, out_channels=None):
+        """`function` (a user layer, its output shape checked) or, for None, the
+        built-in one with `out_channels` (None: a half's), built for a half."""
+        if function is None:
+            function = self._residual_function(name, filters=out_channels)
+        else:
+            check_function_output(self, function, name, half_shape, out_channels)
+        if not function.built:
+            function.build(half_shape)
+        return function
 
     def _half_shape(self, input_shape):
         input_shape = check_splittable_shape(self, input_shape, self.rank)
@@ -136,13 +150,6 @@ class BaseCoupling(InvertibleLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            rank=self.rank,
-            hidden_channels=self.hidden_channels,
-            kernel_size=self.kernel_size,
-            normalization=self.normalization,
-            activation=serialize_activation(self.activation),
-            zero_init=self.zero_init,
-            init_scale=self.init_scale,
-        )
+        config.update(self._function_arguments())
+        config["activation"] = serialize_activation(self.activation)
         return config

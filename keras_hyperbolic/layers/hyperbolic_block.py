@@ -10,7 +10,7 @@ from keras_hyperbolic.layers.coupling import (
     serialize_activation,
     split_halves,
 )
-from keras_hyperbolic.layers.invertible import InvertibleLayer
+from keras_hyperbolic.layers.invertible import InvertibleLayer, vjp
 from keras_hyperbolic.layers.residual import NORMALIZATIONS, make_normalization
 from keras_hyperbolic.validation import (
     check_activation,
@@ -239,20 +239,13 @@ class HyperbolicBlock(InvertibleLayer):
         # dY_prev = -db, dY_cur = da + 2 db + h^2 f'(Y_cur)^T db.
         y_cur, y_next = split_halves(y)
         da, db = split_halves(dy)
-        variables = list(self.trainable_variables)
-        with tf.GradientTape() as tape:
-            tape.watch(y_cur)
-            f_out = self._f(y_cur, training)
-        y_prev = tf.stop_gradient(2.0 * y_cur - y_next + self.h**2 * f_out)
-        grads = tape.gradient(
-            f_out,
-            [y_cur] + variables,
-            output_gradients=self.h**2 * db,
-            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        f_out, dy_cur_from_f, pairs = vjp(
+            lambda y_cur: self._f(y_cur, training), y_cur, self.trainable_variables, self.h**2 * db
         )
-        dx = tf.concat([-db, da + 2.0 * db + grads[0]], axis=-1)
+        y_prev = tf.stop_gradient(2.0 * y_cur - y_next + self.h**2 * f_out)
+        dx = tf.concat([-db, da + 2.0 * db + dy_cur_from_f], axis=-1)
         x = tf.concat([y_prev, tf.stop_gradient(y_cur)], axis=-1)
-        return x, dx, list(zip(variables, grads[1:]))
+        return x, dx, pairs
 
     def get_config(self):
         config = super().get_config()

@@ -40,6 +40,27 @@ import numpy as np
 import tensorflow as tf
 
 
+
+def vjp(function, x, variables, output_gradients):
+    """`function(x)` and its vector-Jacobian product, the core of every `_backward`.
+
+    Returns `(outputs, dx, pairs)`: `outputs = function(x)` (recorded on a tape
+    that watches `x`), the gradient of `sum(outputs * output_gradients)` with
+    respect to `x`, and its `(variable, gradient)` pairs for `variables`
+    (zeros, not None, where a variable is not used).
+    """
+    variables = list(variables)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        outputs = function(x)
+    grads = tape.gradient(
+        outputs,
+        [x] + variables,
+        output_gradients=output_gradients,
+        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+    )
+    return outputs, grads[0], list(zip(variables, grads[1:]))
+
 class InvertibleLayer(keras.layers.Layer):
     """Base class of the package's invertible layers (see the module docstring).
 
@@ -150,21 +171,18 @@ class InvertibleLayer(keras.layers.Layer):
 
     def _backward(self, y, dy, training=None, dlog_det=None):
         x = tf.stop_gradient(self._inverse(y, training=training))
-        variables = list(self.trainable_variables)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            if dlog_det is None:
-                targets, target_grads = self.call(x, training=training), dy
-            else:
-                y_rebuilt, log_det = self._forward_and_log_det(x, training=training)
-                targets, target_grads = [y_rebuilt, log_det], [dy, dlog_det]
-        grads = tape.gradient(
-            targets,
-            [x] + variables,
-            output_gradients=target_grads,
-            unconnected_gradients=tf.UnconnectedGradients.ZERO,
-        )
-        return x, grads[0], list(zip(variables, grads[1:]))
+        if dlog_det is None:
+            _, dx, pairs = vjp(
+                lambda x: self.call(x, training=training), x, self.trainable_variables, dy
+            )
+        else:
+            _, dx, pairs = vjp(
+                lambda x: list(self._forward_and_log_det(x, training=training)),
+                x,
+                self.trainable_variables,
+                [dy, dlog_det],
+            )
+        return x, dx, pairs
 
     # === Shapes ===
 

@@ -5,8 +5,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hyperbolic.layers.invertible import InvertibleLayer
+from keras_hyperbolic.layers.rank_classes import rank_classes, rank_doc
 from keras_hyperbolic.ops import fourier
-from keras_hyperbolic.validation import check_rank, invalid
+from keras_hyperbolic.validation import check_finite_float, check_rank, invalid
 
 
 def check_odd_kernel_size(kernel_size):
@@ -61,14 +62,7 @@ class BaseInvertibleConv(InvertibleLayer):
         super().__init__(is_constant_jacobian=True, **kwargs)
         self.rank = check_rank(rank)
         self.kernel_size = check_odd_kernel_size(kernel_size)
-        if (
-            isinstance(init_noise, bool)
-            or not isinstance(init_noise, (int, float, np.floating, np.integer))
-            or not np.isfinite(init_noise)
-            or init_noise < 0
-        ):
-            raise invalid("init_noise", init_noise, "a finite number >= 0")
-        self.init_noise = float(init_noise)
+        self.init_noise = check_finite_float(init_noise, "init_noise")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise invalid("seed", seed, "an integer or None")
         self.seed = None if seed is None else int(seed)
@@ -134,11 +128,9 @@ class BaseInvertibleConv(InvertibleLayer):
         return config
 
 
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class InvertibleConv1D(BaseInvertibleConv):
-    """1D circular convolution with Fourier-domain inverse and log-determinant.
+_DOC = """{rank}D circular convolution with Fourier-domain inverse and log-determinant.
 
-    See `BaseInvertibleConv` for the maths; input `(batch, length, C)`.
+    See `BaseInvertibleConv` for the maths; input `(batch, {axes}, C)`.
 
     Args:
         kernel_size: odd positive integer.
@@ -147,81 +139,29 @@ class InvertibleConv1D(BaseInvertibleConv):
         **kwargs: base `Layer` arguments.
 
     Input shape:
-        `(batch, length, C)`, static length.
+        `(batch, {axes}, C)`, static {static}.
 
     Output shape:
         Same as the input.
 
     Example:
-    >>> layer = InvertibleConv1D(kernel_size=3)
-    >>> x = np.random.rand(2, 16, 4).astype("float32")
+    >>> layer = InvertibleConv{rank}D(kernel_size=3)
+    >>> x = np.random.rand({example}).astype("float32")
     >>> np.allclose(layer.inverse(layer(x)), x, atol=1e-5)
     True
 
     Reference: Finzi et al., "Invertible Convolutional Networks" (2019).
     """
 
-    def __init__(self, kernel_size=3, init_noise=0.01, seed=None, **kwargs):
-        super().__init__(1, kernel_size=kernel_size, init_noise=init_noise, seed=seed, **kwargs)
+_AXES = {1: "length", 2: "height, width", 3: "depth, height, width"}
+_EXAMPLE_SHAPES = {1: "2, 16, 4", 2: "2, 8, 8, 4", 3: "2, 4, 4, 4, 2"}
 
 
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class InvertibleConv2D(BaseInvertibleConv):
-    """2D circular convolution with Fourier-domain inverse and log-determinant.
-
-    See `BaseInvertibleConv` for the maths; input `(batch, height, width, C)`.
-
-    Args:
-        kernel_size: odd positive integer.
-        init_noise: standard deviation of the noise added to the identity kernel.
-        seed: seed of that noise.
-        **kwargs: base `Layer` arguments.
-
-    Input shape:
-        `(batch, height, width, C)`, static spatial sizes.
-
-    Output shape:
-        Same as the input.
-
-    Example:
-    >>> layer = InvertibleConv2D(kernel_size=3)
-    >>> x = np.random.rand(2, 8, 8, 4).astype("float32")
-    >>> np.allclose(layer.inverse(layer(x)), x, atol=1e-5)
-    True
-
-    Reference: Finzi et al., "Invertible Convolutional Networks" (2019).
-    """
-
-    def __init__(self, kernel_size=3, init_noise=0.01, seed=None, **kwargs):
-        super().__init__(2, kernel_size=kernel_size, init_noise=init_noise, seed=seed, **kwargs)
+def _doc(rank):
+    static = "length" if rank == 1 else "spatial sizes"
+    return rank_doc(_DOC, rank, axes=_AXES[rank], static=static, example=_EXAMPLE_SHAPES[rank])
 
 
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class InvertibleConv3D(BaseInvertibleConv):
-    """3D circular convolution with Fourier-domain inverse and log-determinant.
-
-    See `BaseInvertibleConv` for the maths; input `(batch, depth, height, width, C)`.
-
-    Args:
-        kernel_size: odd positive integer.
-        init_noise: standard deviation of the noise added to the identity kernel.
-        seed: seed of that noise.
-        **kwargs: base `Layer` arguments.
-
-    Input shape:
-        `(batch, depth, height, width, C)`, static spatial sizes.
-
-    Output shape:
-        Same as the input.
-
-    Example:
-    >>> layer = InvertibleConv3D(kernel_size=3)
-    >>> x = np.random.rand(2, 4, 4, 4, 2).astype("float32")
-    >>> np.allclose(layer.inverse(layer(x)), x, atol=1e-5)
-    True
-
-    Reference: Finzi et al., "Invertible Convolutional Networks" (2019).
-    """
-
-    def __init__(self, kernel_size=3, init_noise=0.01, seed=None, **kwargs):
-        super().__init__(3, kernel_size=kernel_size, init_noise=init_noise, seed=seed, **kwargs)
+InvertibleConv1D, InvertibleConv2D, InvertibleConv3D = rank_classes(
+    BaseInvertibleConv, "InvertibleConv", _doc
+)

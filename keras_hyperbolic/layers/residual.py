@@ -1,18 +1,15 @@
 """The built-in residual function of the coupling blocks: conv -> norm -> act -> conv."""
 
-import math
-import numbers
-
 import keras
 
 from keras_hyperbolic.layers.conv_by_rank import conv_class
 from keras_hyperbolic.validation import (
     check_activation,
     check_choice,
+    check_finite_float,
     check_optional_positive_int,
     check_positive_int,
     check_rank,
-    invalid,
 )
 
 NORMALIZATIONS = ("batch", "layer", "instance", "none")
@@ -71,14 +68,7 @@ class ScaledInitializer(keras.initializers.Initializer):
 
 
 def check_init_scale(init_scale):
-    if (
-        isinstance(init_scale, bool)
-        or not isinstance(init_scale, numbers.Real)
-        or not math.isfinite(init_scale)
-        or init_scale < 0
-    ):
-        raise invalid("init_scale", init_scale, "a finite number >= 0")
-    return float(init_scale)
+    return check_finite_float(init_scale, "init_scale")
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")

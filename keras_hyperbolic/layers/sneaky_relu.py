@@ -1,13 +1,12 @@
 """SneakyReLU: a smooth, bijective leaky ReLU with a closed-form inverse."""
 
 import math
-import numbers
 
 import keras
 import tensorflow as tf
 
 from keras_hyperbolic.layers.invertible import InvertibleLayer
-from keras_hyperbolic.validation import invalid
+from keras_hyperbolic.validation import check_finite_float
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
@@ -48,14 +47,7 @@ class SneakyReLU(InvertibleLayer):
 
     def __init__(self, slope=0.1, **kwargs):
         super().__init__(**kwargs)
-        if (
-            isinstance(slope, bool)
-            or not isinstance(slope, numbers.Real)
-            or not math.isfinite(slope)
-            or not slope > 0
-        ):
-            raise invalid("slope", slope, "a positive, finite number")
-        self.slope = float(slope)
+        self.slope = check_finite_float(slope, "slope", positive=True)
         self.alpha = (1.0 - self.slope) / (1.0 + self.slope)
 
     def call(self, x, training=None):

@@ -322,27 +322,17 @@ class ConvFlow(GenerativeModel):
 
     serving_family = "flow"
 
-    def serving_endpoints(self, input_shape=None, dynamic_spatial=True, batch_size=None):
-        """The SavedModel / TFLite signatures of the flow (see `keras_hyperbolic.models.serving`).
+    def _serving_endpoints(self, images, image_examples, seeds, seed_examples, batch_size):
+        """The flow's signatures (`serving_endpoints`):
 
         - `log_prob` (first, so also `serving_default`): `images` ->
           `log_prob` `(batch,)` (nats) and `bits_per_dim` `(batch,)` of the
           discrete data (`bits_per_dim_of_density`);
-        - `sample`: `seeds` `(batch,)` int64 -> `images`, `inverse(z)` of one
-          `z ~ N(0, I)` per seed (`serving.sample_latent`); random ops are not
-          TFLite builtins, so it is left out of TFLite by default.
-
-        Args:
-            input_shape: overrides the image input's shape (batch axis included).
-            dynamic_spatial: ignored (the input shape is fixed).
-            batch_size: a fixed batch size (TFLite); `None` leaves it free.
+        - `sample` (not in TFLite by default): `seeds` -> `images`, `inverse(z)`
+          of one `z ~ N(0, I)` per seed.
         """
         from keras_hyperbolic.models import serving
 
-        images, image_examples = serving.image_input(
-            self, input_shape, False, batch_size, multiple=2**self.levels
-        )
-        seeds, seed_examples = serving.seed_input(batch_size)
         latent_shape = tuple(self.latent_shape)
         latent_size = int(np.prod(latent_shape))
 

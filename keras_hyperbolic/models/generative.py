@@ -3,8 +3,8 @@
 Both are `keras.Model`s over a fixed data shape whose spatial axes are divided
 by `2**levels`, trained with `model.fit(x)` (no targets) by Keras's own
 `train_step`: they only define `compute_loss`. Here live, once, the data-shape
-checks, the loss's scaling for `tf.distribute` replicas, `sample`, and the
-config round trip.
+checks, the loss's scaling for `tf.distribute` replicas, `sample`, the inputs
+of the serving signatures, and the config round trip.
 """
 
 import keras
@@ -52,7 +52,8 @@ class GenerativeModel(keras.Model):
     Subclasses set `self.data_shape` (via `_set_data_shape`), implement
     `objective(x, y_pred, training)` (the mean loss of this replica's batch,
     before replica scaling), `latent_sample_shape`, `latent_sample_std` and
-    `generate(z)`, and list their constructor arguments in `get_config`.
+    `generate(z)`, their signatures in `_serving_endpoints`, and list their
+    constructor arguments in `get_config`.
     """
 
     def _set_data_shape(self, input_shape, levels):
@@ -112,6 +113,33 @@ class GenerativeModel(keras.Model):
         rng = np.random.default_rng(seed)
         z = rng.standard_normal((n,) + tuple(self.latent_sample_shape)).astype("float32")
         return keras.ops.convert_to_numpy(self.generate(z * self.latent_sample_std))
+
+    # === Serving ===
+
+    def serving_endpoints(self, input_shape=None, dynamic_spatial=True, batch_size=None):
+        """The SavedModel / TFLite signatures (see `keras_hyperbolic.models.serving`).
+
+        Each model's `_serving_endpoints` lists them, over the data input
+        `images` at the model's fixed shape and the `seeds` `(batch,)` int64 of
+        sampling (one latent code per seed, `serving.sample_latent`; random ops
+        are not TFLite builtins, so sampling is left out of TFLite by default).
+
+        Args:
+            input_shape: overrides the image input's shape (batch axis included).
+            dynamic_spatial: ignored (the input shape is fixed).
+            batch_size: a fixed batch size (TFLite); `None` leaves it free.
+        """
+        from keras_hyperbolic.models import serving
+
+        images, image_examples = serving.image_input(
+            self, input_shape, False, batch_size, multiple=2**self.levels
+        )
+        seeds, seed_examples = serving.seed_input(batch_size)
+        return self._serving_endpoints(images, image_examples, seeds, seed_examples, batch_size)
+
+    def _serving_endpoints(self, images, image_examples, seeds, seed_examples, batch_size):
+        """`{name: Endpoint}` over the input specs `images` and `seeds` (with their examples)."""
+        raise NotImplementedError
 
     # === Config ===
 

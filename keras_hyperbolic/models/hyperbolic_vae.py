@@ -47,6 +47,18 @@ def _check_non_negative(value, name):
     return float(value)
 
 
+def _penalty_weight(name, what):
+    """The property `name` over the tf.Variable `_<name>` (checked, >= 0)."""
+
+    def get(self):
+        return float(getattr(self, f"_{name}").numpy())
+
+    def set(self, value):
+        getattr(self, f"_{name}").assign(_check_non_negative(value, name))
+
+    return property(get, set, doc=f"{what}; assignable (takes effect at the next step).")
+
+
 def _layer_class(prefix, rank):
     from keras_hyperbolic import layers
 
@@ -55,18 +67,21 @@ def _layer_class(prefix, rank):
 
 def build_reversible_encoder(
     input_shape,
-    levels=3,
-    depth=2,
-    block="additive",
-    wavelet="haar",
-    kernel_size=3,
-    h=0.1,
-    hidden_channels=None,
-    normalization="none",
-    memory_efficient=True,
+    *,
+    levels,
+    depth,
+    block,
+    wavelet,
+    kernel_size,
+    h,
+    hidden_channels,
+    normalization,
+    memory_efficient,
     name="encoder",
 ):
     """The bijection `F` of `HyperbolicVAE`: wavelet pooling then `levels` units of blocks.
+
+    The arguments are `HyperbolicVAE`'s (validated there, where their defaults are).
 
     `levels` wavelet poolings (the paper's Haar "W" layers) each trade a factor 2
     of resolution per spatial axis for `2**rank` channels; after every pooling
@@ -103,31 +118,19 @@ def build_reversible_encoder(
                 khl.PairPooling(pooling(wavelet=wavelet), name=f"{name}_pool_{level}")
             )
         for index in range(depth):
-            block_name = f"{name}_unit{level}_block{index}"
+            block_args = dict(
+                rank=rank,
+                kernel_size=kernel_size,
+                hidden_channels=hidden_channels,
+                normalization=normalization,
+                name=f"{name}_unit{level}_block{index}",
+            )
             if block == "hyperbolic":
-                stack.append(
-                    khl.HyperbolicBlock(
-                        rank=rank,
-                        kernel_size=kernel_size,
-                        h=h,
-                        hidden_channels=hidden_channels,
-                        normalization=normalization,
-                        name=block_name,
-                    )
-                )
+                stack.append(khl.HyperbolicBlock(h=h, **block_args))
             else:
-                stack.append(
-                    # zero_init: F starts as the orthogonal wavelet transform,
-                    # so P = I is an exact, well-conditioned start.
-                    khl.AdditiveCoupling(
-                        rank=rank,
-                        kernel_size=kernel_size,
-                        hidden_channels=hidden_channels,
-                        normalization=normalization,
-                        zero_init=True,
-                        name=block_name,
-                    )
-                )
+                # zero_init: F starts as the orthogonal wavelet transform,
+                # so P = I is an exact, well-conditioned start.
+                stack.append(khl.AdditiveCoupling(zero_init=True, **block_args))
     if block == "hyperbolic":
         stack.append(LeapfrogVelocity(h, "to_velocity", rank=rank, name=f"{name}_to_velocity"))
     return ReversibleSequence(stack, memory_efficient=memory_efficient, name=name)
@@ -332,23 +335,8 @@ class HyperbolicVAE(GenerativeModel):
         """Number of columns of `P` (the size of the codes)."""
         return self.projection_layer.latent_dim
 
-    @property
-    def alpha(self):
-        """Weight of the group norm of `P`; assignable (takes effect at the next step)."""
-        return float(self._alpha.numpy())
-
-    @alpha.setter
-    def alpha(self, value):
-        self._alpha.assign(_check_non_negative(value, "alpha"))
-
-    @property
-    def beta(self):
-        """Weight of the Gaussianity penalty; assignable (takes effect at the next step)."""
-        return float(self._beta.numpy())
-
-    @beta.setter
-    def beta(self, value):
-        self._beta.assign(_check_non_negative(value, "beta"))
+    alpha = _penalty_weight("alpha", "Weight of the group norm of `P`")
+    beta = _penalty_weight("beta", "Weight of the Gaussianity penalty")
 
     # === Maps ===
 
@@ -554,32 +542,22 @@ class HyperbolicVAE(GenerativeModel):
 
     serving_family = "vae"
 
-    def serving_endpoints(self, input_shape=None, dynamic_spatial=True, batch_size=None):
-        """The SavedModel / TFLite signatures of the VAE (see `keras_hyperbolic.models.serving`).
+    def _serving_endpoints(self, images, image_examples, seeds, seed_examples, batch_size):
+        """The VAE's signatures (`serving_endpoints`):
 
         - `reconstruct` (first, so also `serving_default`): `images` ->
           `reconstruction`, `latent`;
         - `encode`: `images` -> `latent` `(batch, latent_dim)`;
         - `decode`: `latent` -> `images`;
-        - `sample`: `seeds` `(batch,)` int64 -> `images`, `latent`, one code
-          `latent_std * N(0, I)` per seed (`serving.sample_latent`); random ops
-          are not TFLite builtins, so it is left out of TFLite by default.
-
-        Args:
-            input_shape: overrides the image input's shape (batch axis included).
-            dynamic_spatial: ignored (the input shape is fixed).
-            batch_size: a fixed batch size (TFLite); `None` leaves it free.
+        - `sample` (not in TFLite by default): `seeds` -> `images`, `latent`,
+          one code `latent_std * N(0, I)` per seed.
         """
         from keras_hyperbolic.models import serving
 
-        images, image_examples = serving.image_input(
-            self, input_shape, False, batch_size, multiple=2**self.levels
-        )
         latent_dim = int(self.latent_dim)
         latent = serving.with_batch_size(
             tf.TensorSpec((None, latent_dim), tf.float32, name="latent"), batch_size
         )
-        seeds, seed_examples = serving.seed_input(batch_size)
         batch = batch_size or serving.EXAMPLE_BATCH
         std = float(self.latent_std)
 

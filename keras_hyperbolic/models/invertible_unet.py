@@ -16,7 +16,12 @@ from keras_hyperbolic import layers as khl
 from keras_hyperbolic.layers.conv_by_rank import conv_class
 from keras_hyperbolic.layers.invertible import InvertibleLayer
 from keras_hyperbolic.models.serving import SegmentationServing
-from keras_hyperbolic.ops.pixel_shuffle import squeeze, unsqueeze
+from keras_hyperbolic.ops.pixel_shuffle import (
+    squeeze,
+    squeezed_shape,
+    unsqueeze,
+    unsqueezed_shape,
+)
 from keras_hyperbolic.reversible import ReversibleSequence
 from keras_hyperbolic.validation import (
     check_choice,
@@ -105,14 +110,10 @@ class SplitDownsample(InvertibleLayer):
             self.down.build(shape[:-1] + (self.keep,))
 
     def compute_output_shape(self, input_shape):
-        shape = tuple(input_shape)
-        spatial = tuple(None if s is None else s // 2 for s in shape[1:-1])
-        return (shape[0],) + spatial + (shape[-1] * 2**self.rank,)
+        return squeezed_shape(input_shape, self.rank)
 
     def compute_input_shape(self, output_shape):
-        shape = tuple(output_shape)
-        spatial = tuple(None if s is None else s * 2 for s in shape[1:-1])
-        return (shape[0],) + spatial + (shape[-1] // 2**self.rank,)
+        return unsqueezed_shape(output_shape, self.rank)
 
     def call(self, x, training=None):
         kept, rest = x[..., : self.keep], x[..., self.keep :]
@@ -155,14 +156,10 @@ class UpsampleConcat(InvertibleLayer):
             self.up.build(shape[:-1] + (self.active,))
 
     def compute_output_shape(self, input_shape):
-        shape = tuple(input_shape)
-        spatial = tuple(None if s is None else s * 2 for s in shape[1:-1])
-        return (shape[0],) + spatial + (shape[-1] // 2**self.rank,)
+        return unsqueezed_shape(input_shape, self.rank)
 
     def compute_input_shape(self, output_shape):
-        shape = tuple(output_shape)
-        spatial = tuple(None if s is None else s // 2 for s in shape[1:-1])
-        return (shape[0],) + spatial + (shape[-1] * 2**self.rank,)
+        return squeezed_shape(output_shape, self.rank)
 
     def call(self, x, training=None):
         y = x[..., : self.active]

@@ -6,13 +6,18 @@ import tensorflow as tf
 from keras_hyperbolic import layers as khl
 from keras_hyperbolic.layers.conv_by_rank import conv_class
 from keras_hyperbolic.layers.coupling import check_splittable_shape, split_halves
-from keras_hyperbolic.layers.invertible import InvertibleLayer
+from keras_hyperbolic.layers.invertible import InvertibleLayer, vjp
 from keras_hyperbolic.layers.residual import (
     ScaledInitializer,
     check_normalization,
     make_normalization,
 )
-from keras_hyperbolic.ops.pixel_shuffle import squeeze, unsqueeze
+from keras_hyperbolic.ops.pixel_shuffle import (
+    squeeze,
+    squeezed_shape,
+    unsqueeze,
+    unsqueezed_shape,
+)
 from keras_hyperbolic.reversible import ReversibleSequence
 from keras_hyperbolic.validation import (
     check_divisible_input,
@@ -151,30 +156,21 @@ class IRevNetBlock(InvertibleLayer):
         a, b = split_halves(y)
         da, db = split_halves(dy)
         x2 = self._up(a)
-        variables = list(self.trainable_variables)
-        with tf.GradientTape() as tape:
-            tape.watch(x2)
-            f_out = self.bottleneck(x2, training=training)
+        f_out, dx2_from_f, pairs = vjp(
+            lambda x2: self.bottleneck(x2, training=training), x2, self.trainable_variables, db
+        )
         x1 = tf.stop_gradient(self._up(b - f_out))
-        grads = tape.gradient(f_out, [x2] + variables, output_gradients=db,
-                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        dx = tf.concat([self._up(db), self._up(da) + grads[0]], axis=-1)
+        dx = tf.concat([self._up(db), self._up(da) + dx2_from_f], axis=-1)
         x = tf.concat([x1, tf.stop_gradient(x2)], axis=-1)
-        return x, dx, list(zip(variables, grads[1:]))
+        return x, dx, pairs
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
-        if self.stride == 1:
-            return shape
-        spatial = tuple(None if s is None else s // 2 for s in shape[1:-1])
-        return (shape[0],) + spatial + (shape[-1] * 2**self.rank,)
+        return shape if self.stride == 1 else squeezed_shape(shape, self.rank)
 
     def compute_input_shape(self, output_shape):
         shape = tuple(output_shape)
-        if self.stride == 1:
-            return shape
-        spatial = tuple(None if s is None else s * 2 for s in shape[1:-1])
-        return (shape[0],) + spatial + (shape[-1] // 2**self.rank,)
+        return shape if self.stride == 1 else unsqueezed_shape(shape, self.rank)
 
     def get_config(self):
         config = super().get_config()

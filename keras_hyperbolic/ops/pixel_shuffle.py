@@ -10,18 +10,18 @@ import tensorflow as tf
 
 
 def _dims(x):
-    """Static sizes where known, dynamic scalars otherwise."""
+    """`(batch, spatial, channels)`: static sizes where known, dynamic scalars otherwise."""
     static = list(x.shape)
     dynamic = tf.shape(x)
-    return [s if s is not None else dynamic[i] for i, s in enumerate(static)]
+    dims = [s if s is not None else dynamic[i] for i, s in enumerate(static)]
+    return dims[0], dims[1:-1], dims[-1]
 
 
 def squeeze(x, rank):
     x = tf.convert_to_tensor(x)
     if rank == 2:
         return tf.nn.space_to_depth(x, 2)
-    dims = _dims(x)
-    batch, spatial, channels = dims[0], dims[1:-1], dims[-1]
+    batch, spatial, channels = _dims(x)
     split = [batch]
     for size in spatial:
         split += [size // 2, 2]
@@ -36,8 +36,7 @@ def unsqueeze(y, rank):
     y = tf.convert_to_tensor(y)
     if rank == 2:
         return tf.nn.depth_to_space(y, 2)
-    dims = _dims(y)
-    batch, coarse, channels = dims[0], dims[1:-1], dims[-1]
+    batch, coarse, channels = _dims(y)
     base_channels = channels // (2**rank)
     y = tf.reshape(y, [batch] + list(coarse) + [2] * rank + [base_channels])
     perm = [0]
@@ -45,3 +44,21 @@ def unsqueeze(y, rank):
         perm += [1 + i, 1 + rank + i]
     y = tf.transpose(y, perm + [2 * rank + 1])
     return tf.reshape(y, [batch] + [s * 2 for s in coarse] + [base_channels])
+
+
+def squeezed_shape(shape, rank):
+    """The static shape `squeeze` maps `shape` to, `(B, *spatial / 2, 2**rank * C)`.
+
+    Unknown spatial sizes stay unknown. Every invertible down-sampling by 2
+    (the poolings, i-RevNet's and iUNet's) has this shape.
+    """
+    shape = tuple(shape)
+    spatial = tuple(None if n is None else n // 2 for n in shape[1:-1])
+    return (shape[0],) + spatial + (shape[-1] * 2**rank,)
+
+
+def unsqueezed_shape(shape, rank):
+    """The static shape `unsqueeze` maps `shape` to, `(B, *spatial * 2, C / 2**rank)`."""
+    shape = tuple(shape)
+    spatial = tuple(None if n is None else 2 * n for n in shape[1:-1])
+    return (shape[0],) + spatial + (shape[-1] // 2**rank,)

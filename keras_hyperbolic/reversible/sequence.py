@@ -70,10 +70,20 @@ def record_inputs(stacks):
             stack._input_recorder = recorder
 
 
+def all_layers(layer):
+    """`layer` and all its sub-layers, recursively, each once, outermost first.
+
+    Keras 3 has no public API for this: `Model.layers` is one level deep and
+    exists on models only, so a stack held by a plain custom layer would be
+    missed. Keras's own `_flatten_layers` is the one private call, kept here.
+    """
+    return layer._flatten_layers(include_self=True, recursive=True)
+
+
 def _random_sublayers(layer):
     """Sub-layers that draw random numbers when called (dropout, noise)."""
     found = []
-    for sub in layer._flatten_layers(include_self=True, recursive=True):
+    for sub in all_layers(layer):
         if hasattr(sub, "seed_generator") or isinstance(sub, keras.layers.Dropout):
             found.append(sub)
     return found
@@ -311,8 +321,4 @@ class ReversibleSequence(InvertibleLayer):
 
 def reversible_layers(model):
     """Every `ReversibleSequence` in `model` (itself included, nested ones too), outermost first."""
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, ReversibleSequence)
-    ]
+    return [layer for layer in all_layers(model) if isinstance(layer, ReversibleSequence)]

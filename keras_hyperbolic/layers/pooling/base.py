@@ -21,10 +21,26 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hyperbolic.layers.invertible import InvertibleLayer
+from keras_hyperbolic.layers.rank_classes import rank_doc
+from keras_hyperbolic.ops.pixel_shuffle import squeezed_shape, unsqueezed_shape
 from keras_hyperbolic.ops.wavelets import periodic_conv, periodic_conv_transpose
 from keras_hyperbolic.validation import check_input_shape, check_rank
 
 _CONSTANT_KERNELS = threading.local()
+
+#: The shape sections of the unpooling layers' docstrings (a `rank_doc` template).
+_UNPOOLING_SHAPES = """Input shape:
+    `(batch, {spatial}, {s} * C)`; the channel count must be divisible by {s}.
+
+Output shape:
+    `(batch, {double}, C)`."""
+
+
+def pooling_doc(template, rank, **fields):
+    """`rank_doc(template, rank, **fields)`, where `{unpooling_shapes}` may stand
+    for the shape sections every unpooling layer shares."""
+    shapes = rank_doc(_UNPOOLING_SHAPES, rank)
+    return rank_doc(template, rank, unpooling_shapes=shapes, **fields)
 
 
 @contextlib.contextmanager
@@ -98,14 +114,10 @@ class BaseInvertiblePooling(InvertibleLayer):
         return shape
 
     def _fine_shape(self, coarse):
-        return (coarse[0],) + tuple(None if n is None else 2 * n for n in coarse[1:-1]) + (
-            coarse[-1] // self.factor,
-        )
+        return unsqueezed_shape(coarse, self.rank)
 
     def _coarse_shape(self, fine):
-        return (fine[0],) + tuple(None if n is None else n // 2 for n in fine[1:-1]) + (
-            fine[-1] * self.factor,
-        )
+        return squeezed_shape(fine, self.rank)
 
     def _check_input(self, shape, name="inputs"):
         return self._check_coarse(shape, name) if self.upsample else self._check_fine(shape, name)

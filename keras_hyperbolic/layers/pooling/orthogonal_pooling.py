@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_hyperbolic.layers.pooling.base import BaseInvertiblePooling
+from keras_hyperbolic.layers.pooling.base import BaseInvertiblePooling, pooling_doc
+from keras_hyperbolic.layers.rank_classes import rank_classes
 from keras_hyperbolic.ops import orthogonal as orthogonal_ops
 from keras_hyperbolic.validation import check_choice
 
@@ -138,11 +139,7 @@ Args:
     trainable: whether `theta` is trained.
     **kwargs: base layer arguments.
 
-Input shape:
-    `(batch, {spatial}, {s} * C)`; the channel count must be divisible by {s}.
-
-Output shape:
-    `(batch, {double}, C)`.
+{unpooling_shapes}
 
 Raises:
     ValueError: as `OrthogonalPooling{rank}D`, or channels not divisible by {s}.
@@ -157,60 +154,9 @@ Learnable Up- and Downsampling", Sec. 3.
 """
 
 
-def _doc(template, rank):
-    names = ["d1", "d2", "d3"][:rank]
-    return template.format(
-        rank=rank,
-        s=2**rank,
-        spatial=", ".join(names),
-        half=", ".join(f"{n} / 2" for n in names),
-        double=", ".join(f"2 * {n}" for n in names),
-    )
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class OrthogonalPooling1D(BaseOrthogonalPooling):
-    __doc__ = _doc(_POOLING_DOC, 1)
-
-    def __init__(self, parametrization="expm", init="haar", trainable=True, **kwargs):
-        super().__init__(1, parametrization=parametrization, init=init, trainable=trainable, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class OrthogonalPooling2D(BaseOrthogonalPooling):
-    __doc__ = _doc(_POOLING_DOC, 2)
-
-    def __init__(self, parametrization="expm", init="haar", trainable=True, **kwargs):
-        super().__init__(2, parametrization=parametrization, init=init, trainable=trainable, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class OrthogonalPooling3D(BaseOrthogonalPooling):
-    __doc__ = _doc(_POOLING_DOC, 3)
-
-    def __init__(self, parametrization="expm", init="haar", trainable=True, **kwargs):
-        super().__init__(3, parametrization=parametrization, init=init, trainable=trainable, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class OrthogonalUnpooling1D(BaseOrthogonalUnpooling):
-    __doc__ = _doc(_UNPOOLING_DOC, 1)
-
-    def __init__(self, parametrization="expm", init="haar", trainable=True, **kwargs):
-        super().__init__(1, parametrization=parametrization, init=init, trainable=trainable, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class OrthogonalUnpooling2D(BaseOrthogonalUnpooling):
-    __doc__ = _doc(_UNPOOLING_DOC, 2)
-
-    def __init__(self, parametrization="expm", init="haar", trainable=True, **kwargs):
-        super().__init__(2, parametrization=parametrization, init=init, trainable=trainable, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class OrthogonalUnpooling3D(BaseOrthogonalUnpooling):
-    __doc__ = _doc(_UNPOOLING_DOC, 3)
-
-    def __init__(self, parametrization="expm", init="haar", trainable=True, **kwargs):
-        super().__init__(3, parametrization=parametrization, init=init, trainable=trainable, **kwargs)
+OrthogonalPooling1D, OrthogonalPooling2D, OrthogonalPooling3D = rank_classes(
+    BaseOrthogonalPooling, "OrthogonalPooling", lambda rank: pooling_doc(_POOLING_DOC, rank)
+)
+OrthogonalUnpooling1D, OrthogonalUnpooling2D, OrthogonalUnpooling3D = rank_classes(
+    BaseOrthogonalUnpooling, "OrthogonalUnpooling", lambda rank: pooling_doc(_UNPOOLING_DOC, rank)
+)

@@ -4,10 +4,10 @@ Reference: J.-H. Jacobsen, A. Smeulders, E. Oyallon, "i-RevNet: Deep Invertible
 Networks" (the invertible down-sampling of Sec. 3.1 / thesis ch. 6).
 """
 
-import keras
 import tensorflow as tf
 
 from keras_hyperbolic.layers.pooling.base import BaseInvertiblePooling
+from keras_hyperbolic.layers.rank_classes import rank_classes, rank_doc
 from keras_hyperbolic.ops.orthogonal import block_kernel
 from keras_hyperbolic.ops.pixel_shuffle import squeeze, unsqueeze
 
@@ -80,65 +80,18 @@ Reference: Jacobsen, Smeulders, Oyallon, "i-RevNet: Deep Invertible Networks".
 """
 
 
-def _doc(template, rank):
-    names = ["d1", "d2", "d3"][:rank]
-    extra = {
-        True: " In 2D this is `tf.nn.space_to_depth(x, 2)`.",
-        False: " In 2D this is `tf.nn.depth_to_space(y, 2)`.",
-    }[template is _POOLING_DOC] if rank == 2 else ""
-    return template.format(
-        rank=rank,
-        s=2**rank,
-        extra=extra,
-        spatial=", ".join(names),
-        half=", ".join(f"{n} / 2" for n in names),
-        double=", ".join(f"2 * {n}" for n in names),
-    )
+def _doc(template, extra_2d):
+    # In 2D the squeeze is TensorFlow's own op: say so there.
+    return lambda rank: rank_doc(template, rank, extra=extra_2d if rank == 2 else "")
 
 
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class PixelShufflePooling1D(BasePixelShufflePooling):
-    __doc__ = _doc(_POOLING_DOC, 1)
-
-    def __init__(self, **kwargs):
-        super().__init__(1, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class PixelShufflePooling2D(BasePixelShufflePooling):
-    __doc__ = _doc(_POOLING_DOC, 2)
-
-    def __init__(self, **kwargs):
-        super().__init__(2, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class PixelShufflePooling3D(BasePixelShufflePooling):
-    __doc__ = _doc(_POOLING_DOC, 3)
-
-    def __init__(self, **kwargs):
-        super().__init__(3, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class PixelShuffleUnpooling1D(BasePixelShuffleUnpooling):
-    __doc__ = _doc(_UNPOOLING_DOC, 1)
-
-    def __init__(self, **kwargs):
-        super().__init__(1, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class PixelShuffleUnpooling2D(BasePixelShuffleUnpooling):
-    __doc__ = _doc(_UNPOOLING_DOC, 2)
-
-    def __init__(self, **kwargs):
-        super().__init__(2, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class PixelShuffleUnpooling3D(BasePixelShuffleUnpooling):
-    __doc__ = _doc(_UNPOOLING_DOC, 3)
-
-    def __init__(self, **kwargs):
-        super().__init__(3, **kwargs)
+PixelShufflePooling1D, PixelShufflePooling2D, PixelShufflePooling3D = rank_classes(
+    BasePixelShufflePooling,
+    "PixelShufflePooling",
+    _doc(_POOLING_DOC, " In 2D this is `tf.nn.space_to_depth(x, 2)`."),
+)
+PixelShuffleUnpooling1D, PixelShuffleUnpooling2D, PixelShuffleUnpooling3D = rank_classes(
+    BasePixelShuffleUnpooling,
+    "PixelShuffleUnpooling",
+    _doc(_UNPOOLING_DOC, " In 2D this is `tf.nn.depth_to_space(y, 2)`."),
+)

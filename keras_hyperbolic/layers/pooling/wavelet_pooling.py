@@ -8,11 +8,11 @@ Neural Networks", Sec. 3.2-3.3 (the DWT as invertible coarsening; the learnable
 import math
 import numbers
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_hyperbolic.layers.pooling.base import BaseInvertiblePooling
+from keras_hyperbolic.layers.pooling.base import BaseInvertiblePooling, pooling_doc
+from keras_hyperbolic.layers.rank_classes import rank_classes
 from keras_hyperbolic.ops import orthogonal as orthogonal_ops
 from keras_hyperbolic.ops import wavelets as wavelet_ops
 from keras_hyperbolic.validation import check_choice, invalid
@@ -118,26 +118,23 @@ class BaseWaveletPooling(BaseInvertiblePooling):
             return lo, self.detail_sign * wavelet_ops.high_pass(lo)
         raise ValueError("Haar is a 2-tap block transform; it has no 4-tap filters.")
 
+    def _haar_matrix(self, dtype):
+        return tf.constant(orthogonal_ops.haar_matrix(self.rank), dtype=dtype)
+
     def _down(self, x):
         if self.wavelet == "haar":
-            matrix = tf.constant(orthogonal_ops.haar_matrix(self.rank), dtype=x.dtype)
-            return orthogonal_ops.block_transform(x, matrix, self.rank)
-        lo, hi = self.filters(x.dtype)
-        return wavelet_ops.dwt(x, lo, hi, self.rank)
+            return orthogonal_ops.block_transform(x, self._haar_matrix(x.dtype), self.rank)
+        return wavelet_ops.dwt(x, *self.filters(x.dtype), self.rank)
 
     def _up(self, y):
         if self.wavelet == "haar":
-            matrix = tf.constant(orthogonal_ops.haar_matrix(self.rank), dtype=y.dtype)
-            return orthogonal_ops.inverse_block_transform(y, matrix, self.rank)
-        lo, hi = self.filters(y.dtype)
-        return wavelet_ops.idwt(y, lo, hi, self.rank)
+            return orthogonal_ops.inverse_block_transform(y, self._haar_matrix(y.dtype), self.rank)
+        return wavelet_ops.idwt(y, *self.filters(y.dtype), self.rank)
 
     def _constant_kernel(self, channels):
         if self.wavelet == "haar":
-            matrix = tf.constant(orthogonal_ops.haar_matrix(self.rank), dtype=tf.float64)
-            return orthogonal_ops.block_kernel(matrix, channels, self.rank)
-        lo, hi = self.filters(tf.float64)
-        return wavelet_ops.filter_bank_kernel(lo, hi, channels, self.rank)
+            return orthogonal_ops.block_kernel(self._haar_matrix(tf.float64), channels, self.rank)
+        return wavelet_ops.filter_bank_kernel(*self.filters(tf.float64), channels, self.rank)
 
     def get_config(self):
         config = super().get_config()
@@ -210,11 +207,7 @@ Args:
     init: only for `wavelet="learnable"`; as in `WaveletPooling{rank}D`.
     **kwargs: base layer arguments.
 
-Input shape:
-    `(batch, {spatial}, {s} * C)`; the channel count must be divisible by {s}.
-
-Output shape:
-    `(batch, {double}, C)`.
+{unpooling_shapes}
 
 Raises:
     ValueError: as `WaveletPooling{rank}D`, or channels not divisible by {s}.
@@ -228,62 +221,16 @@ Reference: Lensink, Peters, Haber, "Fully Hyperbolic Convolutional Neural Networ
 """
 
 
-def _doc(template, rank):
-    keys = {1: "a, d", 2: "aa, ad, da, dd", 3: "aaa, aad, ..., ddd"}[rank]
-    names = ["d1", "d2", "d3"][:rank]
-    return template.format(
-        rank=rank,
-        s=2**rank,
-        keys=keys,
-        spatial=", ".join(names),
-        half=", ".join(f"{n} / 2" for n in names),
-        double=", ".join(f"2 * {n}" for n in names),
-    )
+_KEYS = {1: "a, d", 2: "aa, ad, da, dd", 3: "aaa, aad, ..., ddd"}
 
 
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class WaveletPooling1D(BaseWaveletPooling):
-    __doc__ = _doc(_POOLING_DOC, 1)
-
-    def __init__(self, wavelet="haar", init=None, **kwargs):
-        super().__init__(1, wavelet=wavelet, init=init, **kwargs)
+def _doc(template):
+    return lambda rank: pooling_doc(template, rank, keys=_KEYS[rank])
 
 
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class WaveletPooling2D(BaseWaveletPooling):
-    __doc__ = _doc(_POOLING_DOC, 2)
-
-    def __init__(self, wavelet="haar", init=None, **kwargs):
-        super().__init__(2, wavelet=wavelet, init=init, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class WaveletPooling3D(BaseWaveletPooling):
-    __doc__ = _doc(_POOLING_DOC, 3)
-
-    def __init__(self, wavelet="haar", init=None, **kwargs):
-        super().__init__(3, wavelet=wavelet, init=init, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class WaveletUnpooling1D(BaseWaveletUnpooling):
-    __doc__ = _doc(_UNPOOLING_DOC, 1)
-
-    def __init__(self, wavelet="haar", init=None, **kwargs):
-        super().__init__(1, wavelet=wavelet, init=init, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class WaveletUnpooling2D(BaseWaveletUnpooling):
-    __doc__ = _doc(_UNPOOLING_DOC, 2)
-
-    def __init__(self, wavelet="haar", init=None, **kwargs):
-        super().__init__(2, wavelet=wavelet, init=init, **kwargs)
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class WaveletUnpooling3D(BaseWaveletUnpooling):
-    __doc__ = _doc(_UNPOOLING_DOC, 3)
-
-    def __init__(self, wavelet="haar", init=None, **kwargs):
-        super().__init__(3, wavelet=wavelet, init=init, **kwargs)
+WaveletPooling1D, WaveletPooling2D, WaveletPooling3D = rank_classes(
+    BaseWaveletPooling, "WaveletPooling", _doc(_POOLING_DOC)
+)
+WaveletUnpooling1D, WaveletUnpooling2D, WaveletUnpooling3D = rank_classes(
+    BaseWaveletUnpooling, "WaveletUnpooling", _doc(_UNPOOLING_DOC)
+)
