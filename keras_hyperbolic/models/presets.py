@@ -83,9 +83,9 @@ PRESETS = {
     },
     "video_cpu": {
         "description": "Small 3D video segmenter for 2 CPU cores (the main job, keras_hyperbolic.tasks.video_segmentation): "
-        "32 x 64 x 64 video.",
+        "16 x 64 x 64 video.",
         "model": "HyperbolicSegmenter",
-        "input_shape": (32, 64, 64, 3),
+        "input_shape": (16, 64, 64, 3),
         "config": {
             "rank": 3,
             "width": 8,
