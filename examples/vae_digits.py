@@ -1,6 +1,7 @@
 """HyperbolicVAE on scikit-learn's digits: the nonlinear truncated SVD against PCA.
 
-Same as `keras-hyperbolic train vae-digits`: `--protocol two-stage` (default:
+Same as `keras-hyperbolic train vae-digits`: hyperbolic (leapfrog) blocks by
+default, `--block additive` for additive couplings; `--protocol two-stage` (default:
 column selection with the group norm, pruning, refinement) or `--protocol paper`
 (one joint SGD run, energy distance to N(0, 0.1^2), columns of P whose entries
 are all below 1e-3 removed); report against PCA with as many dimensions; PNGs
@@ -8,7 +9,8 @@ of samples, interpolations and latent histograms.
 
 Run:
     python examples/vae_digits.py
-    python examples/vae_digits.py --block hyperbolic --protocol paper
+    python examples/vae_digits.py --protocol paper
+    python examples/vae_digits.py --block additive
     python examples/vae_digits.py --quick
 """
 
@@ -19,7 +21,7 @@ from keras_hyperbolic.tasks.vae import train_vae_digits  # noqa: E402
 
 def options(parser):
     parser.add_argument("--block", default=None, choices=["additive", "hyperbolic"],
-                        help="reversible blocks of F (default: the task's)")
+                        help="reversible blocks of F (default: the task's, hyperbolic)")
     parser.add_argument("--protocol", default=None, choices=["two-stage", "paper"],
                         help="training protocol (default: two-stage)")
 

@@ -285,6 +285,28 @@ def test_paper_protocol_task_runs_one_sgd_run_and_prunes_by_entries(tmp_path):
     assert model.latent_std == 0.1 and model.reconstruction == "mean"
 
 
+def test_digits_task_defaults_to_hyperbolic_blocks_with_their_recipe_and_keeps_additive(tmp_path):
+    from keras_hyperbolic.tasks.vae import BLOCK_SETTINGS, DIGITS, train_vae_digits
+
+    runs = {}
+    for block in (None, "additive"):
+        options = {} if block is None else {"block": block}
+        runs[block] = train_vae_digits(str(tmp_path / str(block)), quick=True, verbose=0, **options)
+    default, additive = runs[None], runs["additive"]
+    assert default["metrics"]["block"] == "hyperbolic" and default["model"].block == "hyperbolic"
+    assert additive["metrics"]["block"] == "additive" and additive["model"].block == "additive"
+    for run in (default, additive):
+        assert np.all(np.isfinite(run["metrics"]["losses"])) and 1 <= run["metrics"]["k"] <= 16
+    # The refinement ran with each block's learning rate (BLOCK_SETTINGS over DIGITS).
+    hyperbolic_lr = BLOCK_SETTINGS["hyperbolic"].get("lr_refine") or DIGITS["lr"]
+    assert hyperbolic_lr != DIGITS["lr"]
+    for run, lr in ((default, hyperbolic_lr), (additive, DIGITS["lr"])):
+        used = keras.ops.convert_to_numpy(run["model"].optimizer.learning_rate)
+        assert float(used) == pytest.approx(lr)
+    with pytest.raises(ValueError, match="block.*Received: block='affine'"):
+        train_vae_digits(str(tmp_path / "bad"), quick=True, verbose=0, block="affine")
+
+
 def test_lensink_mnist_preset_is_the_papers_vae():
     model = HyperbolicVAE.from_preset("lensink_mnist", memory_efficient=True)
     assert model.data_shape == (32, 32, 1) and model.latent_dim == 1024
