@@ -228,7 +228,10 @@ def train_and_report(data, stats, settings, output, seed, verbose, name):
     say(f"  HyperbolicVAE (k={k}):                          {err_vae:.3f}")
     say(f"  PCA, centred (k={k}, fitted on training set):   {pca:.3f}")
     say(f"  truncated SVD, uncentred (k={k}):               {tsvd:.3f}")
-    say(f"  VAE / PCA = {err_vae / pca:.3f}  ({'VAE better' if err_vae < pca else 'PCA better'})")
+    if k < model.data_dim:
+        say(f"  VAE / PCA = {err_vae / pca:.3f}  ({'VAE better' if err_vae < pca else 'PCA better'})")
+    else:  # nothing pruned: PCA with every dimension is exact, a ratio would mean nothing
+        say("  nothing was pruned: PCA with every dimension reconstructs exactly")
     say(f"training time {elapsed:.0f} s; latent_std (target) = {model.latent_std:.3f}")
 
     # Fig. 9: codes projected on 16 random unit directions.
