@@ -40,7 +40,6 @@ import numpy as np
 import tensorflow as tf
 
 
-
 def vjp(function, x, variables, output_gradients):
     """`function(x)` and its vector-Jacobian product, the core of every `_backward`.
 
@@ -60,6 +59,7 @@ def vjp(function, x, variables, output_gradients):
         unconnected_gradients=tf.UnconnectedGradients.ZERO,
     )
     return outputs, grads[0], list(zip(variables, grads[1:]))
+
 
 class InvertibleLayer(keras.layers.Layer):
     """Base class of the package's invertible layers (see the module docstring).

@@ -12,10 +12,10 @@ import os
 
 import keras
 
-from keras_hyperbolic.data import make_digit_video
 from keras_hyperbolic.models import InvertibleUNet
 from keras_hyperbolic.profiling import training_step_memory
 from keras_hyperbolic.tasks import video_training
+from keras_hyperbolic.tasks.video_segmentation import make_video
 from keras_hyperbolic.validation import check_positive_int
 
 MODEL_FILE = "invertible_unet.keras"
@@ -38,8 +38,7 @@ def train_iunet_segmentation(output="outputs/iunet_segmentation", epochs=None, q
     keras.utils.set_random_seed(seed)
     os.makedirs(output, exist_ok=True)
     size = (8, 16, 16) if quick else (32, 64, 64)
-    data = make_digit_video(frames=size[0], height=size[1], width=size[2],
-                            digit_size=min(24, size[1] // 2), seed=seed)
+    data = make_video(dict(zip(("frames", "height", "width"), size)), seed)
     video, masks, weights = data["video"], data["masks"], data["weights"]
     model = InvertibleUNet(rank=3, channels=8, levels=3, blocks_per_level=2, hidden_channels=16,
                            project_input=True, output_channels=2)
