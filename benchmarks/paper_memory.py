@@ -1,24 +1,37 @@
-"""Training memory of the papers' networks: reversible (memory_efficient=True) vs plain autodiff.
+"""Training memory of the papers' networks, measured: reversible (memory_efficient=True) vs plain autodiff.
+
+Activation memory is what grows with the input. For each network and mode one
+process measures the peak of TensorFlow's allocator (CPU:0) over a traced
+step at two inputs, the second with the last spatial axis (the frames of a
+video) doubled, and takes the growth: weights, weight gradients and the
+optimizer's temporaries are the same at both sizes and cancel. The process
+runs with inter-op parallelism 1, so the op order, and with it the
+allocator's peak, repeats exactly (with the default thread pool the peaks
+vary by about 20 % from run to run).
+
+Reported per configuration, at the smaller input:
+- activations: the growth, in MB and in state-sized tensors per input volume
+  (a state: one float32 tensor of the network's full-resolution width, 6
+  channels for `lensink_video`, at the input's spatial size), next to the
+  paper's count (its Table 1: 3 states reversible, 19 + 2 plain);
+- the raw peak of a full training step (loss, gradients, SGD update) and
+  where it goes: weights (4 bytes per parameter), their gradients (the same),
+  the optimizer update (full-step peak minus gradients-only peak), the
+  activations, and the rest (the input, workspaces, one layer's transients);
+- the full step's time (median of `--repeats` after one warm-up call).
 
 1. `lensink_video` (Lensink et al. Table 2: 19 layers, two 3D Haar steps up
-   front, 3x3x3 kernels) at a reduced input size, next to the paper's Table 1
-   (528 MB reversible vs 3693 MB non-reversible for the states, 7.0x), and the
-   state memory computed for the paper's full 240x424x72x6 input.
-2. The same network with twice the layers per unit: the reversible peak
-   should stay flat.
-3. `InvertibleUNet` memory as a percentage of plain autodiff at depths
-   (coupling blocks per level and side) 5, 10, 20, 30, next to the iUNet
-   README (26.8, 18.4, 13.8, 12.2 %).
+   front, 3x3x3 kernels, 20.3 M parameters), and the same with twice the
+   layers per unit: the reversible activations should not grow.
+2. `InvertibleUNet` (2D, 3 levels) at depths 5, 10, 20, 30 coupling blocks
+   per level and side, next to the iUNet README's percentages.
+3. `--full-size`: one training step of `lensink_video` at the paper's own
+   240 x 424 x 72 x 6 input, reversible and plain (about 11 GB of memory and
+   tens of minutes on 2 cores), beside the paper's Table 1.
 
-Each configuration runs in its own subprocess; the peak is TensorFlow's
-allocator peak for CPU:0 over a traced training step (loss, gradients, SGD
-update), see keras_hyperbolic.profiling. "activations" is that peak minus the
-bytes of the weight gradients (4 bytes per parameter, the same in both modes):
-the paper's Table 1 counts the states only. At reduced input sizes the 20 M
-weights of the 384-channel layers dominate the raw peak, so both are shown.
-
-Run:  python benchmarks/paper_memory.py            (~20 min on 2 cores)
-      python benchmarks/paper_memory.py --quick    (seconds-scale smoke test)
+Run:  python benchmarks/paper_memory.py              (1 and 2)
+      python benchmarks/paper_memory.py --full-size  (3)
+      python benchmarks/paper_memory.py --quick      (seconds-scale smoke test)
 """
 
 import argparse
@@ -30,7 +43,7 @@ import sys
 # the workers inherit it (keras_hyperbolic.profiling.run_worker).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-PAPER_TABLE_1 = {"reversible_mb": 528, "plain_mb": 3693}
+PAPER_TABLE_1 = {"reversible_mb": 528, "plain_mb": 3693, "reversible_states": 3}
 IUNET_README = {5: 26.8, 10: 18.4, 20: 13.8, 30: 12.2}
 PAPER_VIDEO_INPUT = (240, 424, 72, 6)
 
@@ -44,147 +57,238 @@ def _lensink_config(double):
     return config
 
 
-def build_model(spec, memory_efficient):
+def lensink_layers(double=False):
+    return sum(n for n, _ in _lensink_config(double)["units"])
+
+
+def build_model(spec):
     import keras
 
     from keras_hyperbolic.models import HyperbolicSegmenter, InvertibleUNet
 
     keras.utils.set_random_seed(0)
     if spec["kind"] == "lensink":
-        return HyperbolicSegmenter(num_classes=2, memory_efficient=memory_efficient,
+        return HyperbolicSegmenter(num_classes=2, memory_efficient=spec["memory_efficient"],
                                    **_lensink_config(spec["double"]))
-    return InvertibleUNet(rank=2, channels=spec["channels"], levels=spec["levels"],
-                          blocks_per_level=spec["depth"], memory_efficient=memory_efficient)
+    return InvertibleUNet(rank=2, channels=spec["shape"][-1], levels=spec["levels"],
+                          blocks_per_level=spec["depth"],
+                          memory_efficient=spec["memory_efficient"])
+
+
+def state_channels(spec):
+    """Channels of one state at full resolution (the unit the paper counts in)."""
+    if spec["kind"] == "lensink":
+        return _lensink_config(spec["double"])["width"]
+    return spec["shape"][-1]
+
+
+def doubled(shape):
+    """`shape` (batch, *spatial, channels) with its last spatial axis doubled."""
+    return list(shape[:-2]) + [2 * shape[-2], shape[-1]]
 
 
 def worker(spec):
-    import keras
+    import numpy as np
     import tensorflow as tf
+
+    # One op at a time: the same order every run, so the allocator's peak repeats.
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import keras
 
     from keras_hyperbolic.profiling import measure_step
 
-    model = build_model(spec, spec["memory_efficient"])
-    inputs = tf.random.stateless_normal(tuple(spec["shape"]), seed=(1, 2))
-    model.build(inputs.shape)
+    model = build_model(spec)
+    small = tuple(spec["shape"])
+    model.build(small)
     variables = model.trainable_variables
     optimizer = keras.optimizers.SGD(1e-5)
     optimizer.build(variables)
+    weights_in_use = tf.config.experimental.get_memory_info("CPU:0")["current"]
+
+    def loss_and_gradients(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x, training=True)))
+        return loss, tape.gradient(loss, variables)
 
     @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(model(inputs, training=True)))
-        grads = tape.gradient(loss, variables)
+    def gradients_step(x):
+        return loss_and_gradients(x)  # all gradients alive at the end, as before an update
+
+    @tf.function
+    def training_step(x):
+        loss, grads = loss_and_gradients(x)
         optimizer.apply(grads, variables)
         return loss
 
-    result = measure_step(step, repeats=spec.get("repeats", 1), warmup=1)
-    params = int(sum(int(tf.size(v)) for v in variables))
-    result.update(spec=spec, parameters=params,
-                  activation_bytes=max(result["peak_bytes"] - 4 * params, 0))
+    def run(step, shape, repeats):
+        x = tf.random.stateless_normal(shape, seed=(1, 2))
+        return measure_step(lambda: step(x), repeats=repeats, warmup=spec["warmup"])
+
+    result = {"spec": spec, "parameters": int(sum(int(np.prod(v.shape)) for v in variables)),
+              "weights_in_use_bytes": int(weights_in_use),
+              "state_bytes": 4 * int(np.prod(small[:-1])) * state_channels(spec)}
+    if spec.get("full_size"):  # one step, no second size: the run is the figure
+        result["step"] = run(training_step, small, spec["repeats"])
+    else:
+        result["gradients_small"] = run(gradients_step, small, 1)
+        result["gradients_large"] = run(gradients_step, tuple(doubled(small)), 1)
+        result["step"] = run(training_step, small, spec["repeats"])
     print(json.dumps(result))
+
+
+def summarise(result):
+    """Breakdown of the full step's peak at the smaller input (bytes), from a worker's result."""
+    peak = result["step"]["peak_bytes"]
+    weights = 4 * result["parameters"]
+    if "gradients_small" not in result:
+        return {"peak": peak, "weights": weights, "seconds": result["step"]["step_seconds"]}
+    grads_small = result["gradients_small"]["peak_bytes"]
+    activations = result["gradients_large"]["peak_bytes"] - grads_small
+    update = peak - grads_small
+    return {
+        "peak": peak,
+        "weights": weights,
+        "gradients": weights,
+        "update": update,
+        "activations": activations,
+        "rest": peak - 2 * weights - update - activations,
+        "states": activations / result["state_bytes"],
+        "seconds": result["step"]["step_seconds"],
+    }
 
 
 def measure(spec):
     from keras_hyperbolic.profiling import megabytes, run_worker
 
-    result = run_worker([os.path.abspath(__file__), "--worker", json.dumps(spec)])
-    print(f"  measured {spec}: peak {megabytes(result['peak_bytes']):.1f} MB, activations "
-          f"{megabytes(result['activation_bytes']):.1f} MB, {result['step_seconds']:.2f} s",
-          file=sys.stderr, flush=True)
+    result = run_worker([os.path.abspath(__file__), "--worker", json.dumps(spec)], timeout=7200)
+    if result["step"]["peak_source"] != "allocator":
+        raise RuntimeError("TensorFlow's allocator keeps no statistics in the worker: run with "
+                           "TF_ENABLE_ONEDNN_OPTS=1 (or unset).")
+    s = summarise(result)
+    extra = (f", activations {megabytes(s['activations']):.1f} MB ({s['states']:.2f} states)"
+             if "activations" in s else "")
+    print(f"  measured {spec}: step peak {megabytes(s['peak']):.1f} MB{extra}, "
+          f"{s['seconds']:.2f} s", file=sys.stderr, flush=True)
     return result
 
 
-def state_memory_full_input(config, layers):
-    """MB of the states for the paper's full input, counted as the paper's Table 1 does.
+def _row(label, rev, plain, unit=2**20, digits=1):
+    ratio = plain / rev if rev > 0 else float("nan")
+    return f"  {label:<34} {rev / unit:>12.{digits}f} {plain / unit:>12.{digits}f} {ratio:>10.2f}"
 
-    Every state of the network has the same number of values as the 6-channel
-    input (6 channels at full size = 48 at half = 384 at quarter). Plain
-    autodiff keeps every layer's state plus the two initial ones; the
-    reversible network keeps a fixed number of states whatever the depth:
-    the final pair and the one being rebuilt.
-    """
-    values = 1
-    for s in PAPER_VIDEO_INPUT:
-        values *= s
-    state_mb = 4 * values / 2**20
-    return {"state_mb": state_mb, "plain_mb": (layers + 2) * state_mb,
-            "reversible_mb": 3 * state_mb}
+
+def _growth(before, after):
+    if before["activations"] <= 0:  # tiny inputs: the peak is all weights
+        return "n/a (no activation growth measured at this input size)"
+    return f"{100 * (after['activations'] / before['activations'] - 1):+.1f} %"
+
+
+def lensink_report(rev, plain, shape):
+    r, p = summarise(rev), summarise(plain)
+    layers = lensink_layers(rev["spec"]["double"])
+    state_mb = rev["state_bytes"] / 2**20
+    lines = [
+        f"lensink_video, {layers} layers, {rev['parameters']:,} parameters, input {tuple(shape)}, "
+        f"batch 1; one state = {state_mb:.2f} MB (allocator peaks, inter-op parallelism 1):",
+        f"  {'':<34} {'reversible':>12} {'plain':>12} {'plain/rev':>10}",
+        _row("activations (growth), MB", r["activations"], p["activations"]),
+        _row("activations, state-sized tensors", r["activations"], p["activations"], unit=rev["state_bytes"], digits=2),
+        f"  {'paper Table 1, states':<34} {PAPER_TABLE_1['reversible_states']:>12} "
+        f"{layers + 2:>12} {(layers + 2) / PAPER_TABLE_1['reversible_states']:>10.2f}",
+        _row("raw peak of a training step, MB", r["peak"], p["peak"]),
+        _row("  weights", r["weights"], p["weights"]),
+        _row("  weight gradients", r["gradients"], p["gradients"]),
+        _row("  optimizer update (SGD)", r["update"], p["update"]),
+        _row("  activations", r["activations"], p["activations"]),
+        _row("  rest (input, workspaces)", r["rest"], p["rest"]),
+        f"  {'step time, s':<34} {r['seconds']:>12.2f} {p['seconds']:>12.2f} "
+        f"{'rev/plain ' + format(r['seconds'] / p['seconds'], '.2f'):>10}",
+    ]
+    return lines
+
+
+def iunet_report(results, depths, shape):
+    lines = [f"InvertibleUNet 2D, 3 levels, input {tuple(shape)}: reversible as % of plain autodiff "
+             "(iUNet README in brackets)",
+             f"  {'depth':>5} {'params':>9} {'rev act MB':>11} {'plain act MB':>13} "
+             f"{'act %':>7} {'rev peak':>9} {'plain peak':>11} {'peak %':>7} {'README %':>9} "
+             f"{'rev s':>6} {'plain s':>8}"]
+    for depth in depths:
+        r, p = summarise(results[(depth, True)]), summarise(results[(depth, False)])
+        lines.append(
+            f"  {depth:>5} {results[(depth, True)]['parameters']:>9,} "
+            f"{r['activations'] / 2**20:>11.1f} {p['activations'] / 2**20:>13.1f} "
+            f"{100 * r['activations'] / max(p['activations'], 1):>7.1f} "
+            f"{r['peak'] / 2**20:>9.1f} {p['peak'] / 2**20:>11.1f} "
+            f"{100 * r['peak'] / max(p['peak'], 1):>7.1f} {IUNET_README.get(depth, float('nan')):>9} "
+            f"{r['seconds']:>6.2f} {p['seconds']:>8.2f}")
+    return lines
+
+
+def full_size(args):
+    results = {}
+    for efficient in (True, False):
+        spec = {"kind": "lensink", "double": False, "memory_efficient": efficient,
+                "shape": [1, *PAPER_VIDEO_INPUT], "full_size": True, "warmup": 0, "repeats": 1}
+        results[efficient] = measure(spec)
+    r, p = summarise(results[True]), summarise(results[False])
+    layers = lensink_layers()
+    lines = [f"lensink_video ({layers} layers) at the paper's input {PAPER_VIDEO_INPUT}, batch 1, one "
+             "training step (SGD), first call (no warm-up):",
+             f"  {'':<34} {'reversible':>12} {'plain':>12} {'plain/rev':>10}",
+             _row("step peak, GB", r["peak"], p["peak"], unit=2**30, digits=2),
+             f"  {'paper Table 1 (states), GB':<34} {PAPER_TABLE_1['reversible_mb'] / 1024:>12.2f} "
+             f"{PAPER_TABLE_1['plain_mb'] / 1024:>12.2f} "
+             f"{PAPER_TABLE_1['plain_mb'] / PAPER_TABLE_1['reversible_mb']:>10.2f}",
+             f"  {'step time (incl. tracing), s':<34} {r['seconds']:>12.0f} {p['seconds']:>12.0f}"]
+    return {str(k): v for k, v in results.items()}, lines
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    # 96x96x64: the largest input whose plain-autodiff step fits comfortably in a
-    # few minutes on 2 cores; at 48x48x32 the 20 M weights dominate the peak.
-    parser.add_argument("--lensink-shape", type=int, nargs=4, default=[96, 96, 64, 3])
-    parser.add_argument("--iunet-shape", type=int, nargs=4, default=[4, 64, 64, 16])
+    parser.add_argument("--quick", action="store_true", help="tiny inputs and depths (smoke test)")
+    parser.add_argument("--full-size", action="store_true",
+                        help="one step of lensink_video at the paper's 240x424x72x6 input")
+    parser.add_argument("--lensink-shape", type=int, nargs=4, default=[96, 96, 64, 6],
+                        help="smaller input (H W frames C); the larger doubles the frames")
+    parser.add_argument("--iunet-shape", type=int, nargs=4, default=[4, 64, 64, 16],
+                        help="smaller input (batch H W C); the larger doubles W")
     parser.add_argument("--depths", type=int, nargs="+", default=[5, 10, 20, 30])
+    parser.add_argument("--repeats", type=int, default=2, help="timed full steps per config")
+    parser.add_argument("--skip-iunet", action="store_true")
     parser.add_argument("--json", default="benchmark_paper_memory.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(json.loads(args.worker))
-    if args.quick:
-        args.lensink_shape, args.iunet_shape, args.depths = [8, 8, 8, 3], [2, 16, 16, 8], [1, 2]
-
-    from keras_hyperbolic.profiling import megabytes
-
-    results = {"lensink": {}, "iunet": {}}
-    for double in (False, True):
-        for efficient in (True, False):
-            spec = {"kind": "lensink", "double": double, "memory_efficient": efficient,
-                    "shape": [1] + args.lensink_shape}
-            results["lensink"][(double, efficient)] = measure(spec)
-    for depth in args.depths:
-        for efficient in (True, False):
-            spec = {"kind": "iunet", "depth": depth, "channels": args.iunet_shape[-1],
-                    "levels": 3, "memory_efficient": efficient, "shape": args.iunet_shape}
-            results["iunet"][(depth, efficient)] = measure(spec)
-
-    lines = []
-    lensink = results["lensink"]
-    rev, plain = lensink[(False, True)], lensink[(False, False)]
-    layers = sum(n for n, _ in _lensink_config(False)["units"])
-    lines.append(f"lensink_video (Table 2, {layers} layers, {rev['parameters']:,} parameters) "
-                 f"at input {tuple(args.lensink_shape)}, batch 1 (peak from {rev['peak_source']}):")
-    lines.append(f"{'':<28} {'reversible MB':>14} {'plain MB':>10} {'plain/rev':>10}")
-    for key, label in (("peak_bytes", "raw step peak"), ("activation_bytes", "activations (peak - grads)")):
-        r, p = megabytes(rev[key]), megabytes(plain[key])
-        lines.append(f"{label:<28} {r:>14.1f} {p:>10.1f} {p / max(r, 1e-9):>10.2f}")
-    lines.append(f"{'paper Table 1 (states)':<28} {PAPER_TABLE_1['reversible_mb']:>14} "
-                 f"{PAPER_TABLE_1['plain_mb']:>10} "
-                 f"{PAPER_TABLE_1['plain_mb'] / PAPER_TABLE_1['reversible_mb']:>10.2f}")
-    full = state_memory_full_input(_lensink_config(False), layers)
-    lines.append(f"computed states for the paper's full {PAPER_VIDEO_INPUT} input: one state "
-                 f"{full['state_mb']:.1f} MB; reversible (3 states) {full['reversible_mb']:.0f} MB, "
-                 f"plain ({layers}+2 states) {full['plain_mb']:.0f} MB, "
-                 f"{full['plain_mb'] / full['reversible_mb']:.2f}x")
-    rev2, plain2 = lensink[(True, True)], lensink[(True, False)]
-    lines.append(f"\nlayers per unit doubled ({2 * layers} layers):")
-    for key, label in (("peak_bytes", "raw step peak"), ("activation_bytes", "activations")):
-        lines.append(
-            f"  {label:<14} reversible {megabytes(rev[key]):8.1f} -> {megabytes(rev2[key]):8.1f} MB "
-            f"({100 * (rev2[key] / max(rev[key], 1) - 1):+.1f}%), plain {megabytes(plain[key]):8.1f} -> "
-            f"{megabytes(plain2[key]):8.1f} MB ({100 * (plain2[key] / max(plain[key], 1) - 1):+.1f}%)"
-        )
-    lines.append(f"\nInvertibleUNet 2D, 3 levels, input {tuple(args.iunet_shape)}: memory as % of "
-                 "plain autodiff (iUNet README in brackets)")
-    lines.append(f"{'depth':>5} {'params':>9} {'rev MB':>9} {'plain MB':>9} {'raw %':>7} "
-                 f"{'activ. %':>9} {'README %':>9} {'rev s':>7} {'plain s':>8}")
-    for depth in args.depths:
-        r, p = results["iunet"][(depth, True)], results["iunet"][(depth, False)]
-        lines.append(
-            f"{depth:>5} {r['parameters']:>9,} {megabytes(r['peak_bytes']):>9.1f} "
-            f"{megabytes(p['peak_bytes']):>9.1f} {100 * r['peak_bytes'] / max(p['peak_bytes'], 1):>7.1f} "
-            f"{100 * r['activation_bytes'] / max(p['activation_bytes'], 1):>9.1f} "
-            f"{IUNET_README.get(depth, float('nan')):>9} {r['step_seconds']:>7.2f} "
-            f"{p['step_seconds']:>8.2f}"
-        )
+    if args.full_size:
+        results, lines = full_size(args)
+    else:
+        if args.quick:
+            args.lensink_shape, args.iunet_shape, args.depths = [8, 8, 8, 6], [2, 16, 16, 8], [1, 2]
+        results, lines = {"lensink": {}, "iunet": {}}, []
+        for double in (False, True):
+            for efficient in (True, False):
+                spec = {"kind": "lensink", "double": double, "memory_efficient": efficient,
+                        "shape": [1] + args.lensink_shape, "warmup": 1, "repeats": args.repeats}
+                results["lensink"][(double, efficient)] = measure(spec)
+        lensink = results["lensink"]
+        lines += lensink_report(lensink[(False, True)], lensink[(False, False)], args.lensink_shape)
+        lines += lensink_report(lensink[(True, True)], lensink[(True, False)], args.lensink_shape)
+        r1, r2 = summarise(lensink[(False, True)]), summarise(lensink[(True, True)])
+        p1, p2 = summarise(lensink[(False, False)]), summarise(lensink[(True, False)])
+        lines.append(f"twice the layers: reversible activations {_growth(r1, r2)}, plain {_growth(p1, p2)}")
+        if not args.skip_iunet:
+            for depth in args.depths:
+                for efficient in (True, False):
+                    spec = {"kind": "iunet", "depth": depth, "levels": 3, "memory_efficient": efficient,
+                            "shape": args.iunet_shape, "warmup": 1, "repeats": args.repeats}
+                    results["iunet"][(depth, efficient)] = measure(spec)
+            lines += [""] + iunet_report(results["iunet"], args.depths, args.iunet_shape)
+        results = {k: {str(kk): vv for kk, vv in v.items()} for k, v in results.items()}
     print("\n".join(lines))
     with open(args.json, "w") as handle:
-        json.dump({k: {str(kk): vv for kk, vv in v.items()} for k, v in results.items()},
-                  handle, indent=2)
+        json.dump(results, handle, indent=2)
     print(f"\nwrote {args.json}")
     return results
 

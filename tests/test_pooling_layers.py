@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from keras_hyperbolic import layers
 from keras_hyperbolic.ops import wavelets as wavelet_ops
-from layer_testing import relative_error, run_invertible_layer_test
+from layer_testing import assert_backward_matches_autodiff, relative_error, run_invertible_layer_test
 
 # Non-square fine-resolution shapes with an odd channel count, per rank.
 SHAPES = {1: (2, 8, 3), 2: (2, 8, 6, 3), 3: (1, 4, 6, 2, 3)}
@@ -322,6 +322,25 @@ def _random_skew(s, norm, count, seed):
     m = np.random.default_rng(seed).standard_normal((count, s, s))
     a = m - np.swapaxes(m, -1, -2)
     return a * (norm / np.linalg.norm(a, axis=(-2, -1), keepdims=True))
+
+
+@pytest.mark.parametrize(
+    "family,up,rank,kwargs,pair",
+    [entry + (False,) for entry in BATTERY]
+    + [("wavelet", 0, 3, {"wavelet": "haar"}, True), ("wavelet", 1, 2, {"wavelet": "learnable"}, True),
+       ("orthogonal", 0, 2, {"parametrization": "expm", "init": "random"}, True)],
+)
+def test_engine_backward_matches_autodiff_float64(family, up, rank, kwargs, pair):
+    # The engine's hook: without weights, dx = W^-1 dy (an orthogonal map's
+    # transpose is its inverse); with weights, the generic rebuild and VJP.
+    # `PairPooling` runs it on each half. Round-off only, in float64.
+    layer = FAMILIES[family][up][rank](dtype="float64", **kwargs)
+    shape = coarse_shape(SHAPES[rank]) if up else SHAPES[rank]
+    if pair:
+        layer = layers.PairPooling(layer, dtype="float64")
+        shape = shape[:-1] + (2 * shape[-1],)
+    x = np.random.default_rng(3).standard_normal(shape)
+    assert_backward_matches_autodiff(layer, x, tolerance=1e-10)
 
 
 @pytest.mark.parametrize("dtype, orth_tol, rel_tol", [("float32", 1e-6, 1e-6),

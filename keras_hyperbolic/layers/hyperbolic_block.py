@@ -10,8 +10,9 @@ from keras_hyperbolic.layers.coupling import (
     serialize_activation,
     split_halves,
 )
-from keras_hyperbolic.layers.invertible import InvertibleLayer, vjp
+from keras_hyperbolic.layers.invertible import InvertibleLayer
 from keras_hyperbolic.layers.residual import NORMALIZATIONS, make_normalization
+from keras_hyperbolic.ops.layer_norm import layer_norm
 from keras_hyperbolic.validation import (
     check_activation,
     check_choice,
@@ -96,7 +97,10 @@ class HyperbolicBlock(InvertibleLayer):
     the activations `K Y`; `K` then has no bias (the normalisation's beta
     plays that role). All but training-mode "batch" are independent of the
     batch, so the block is the same map in training and inference and a single
-    example inverts exactly.
+    example inverts exactly. "layer" is computed by `ops.layer_norm`: the map
+    of `GroupNormalization(groups=1)` (whose `gamma` and `beta` it uses) with
+    a written-out gradient (autodiff through the moments broadcast their
+    gradients back to full size: two more tensors at the peak, measured).
 
     `f` is evaluated in the compute dtype (float16 under `mixed_float16`) and
     cast back to the stream dtype before the update. `backward` is fused: the
@@ -199,8 +203,8 @@ class HyperbolicBlock(InvertibleLayer):
         inv_norm = tf.math.rsqrt(tf.reduce_sum(tf.square(kernel), axis=axes) + 1e-12)
         return tf.cast(kernel * (scale * inv_norm), dtype)
 
-    def _f(self, y, training):
-        """f(Y) = -K^T act(norm(K Y + b)) in the compute dtype, returned in y's dtype."""
+    def _force(self, y, training):
+        """`K^T act(norm(K Y + b))` (that is `-f(Y)`) in the compute dtype, returned in y's dtype."""
         dtype = self.compute_dtype
         kernel = self._kernel(dtype)
         data_format = _DATA_FORMAT[self.rank]
@@ -209,7 +213,10 @@ class HyperbolicBlock(InvertibleLayer):
         )
         if self.bias is not None:
             z = z + tf.cast(self.bias, dtype)
-        if self.norm is not None:
+        if self.normalization == "layer":
+            # GroupNormalization(groups=1)'s map with a leaner gradient (ops.layer_norm).
+            z = layer_norm(z, self.norm.gamma, self.norm.beta, self.norm.epsilon)
+        elif self.norm is not None:
             z = self.norm(z, training=training)
         a = tf.cast(self._activation_fn(z), dtype)
         # Same kernel: conv_transpose is the exact adjoint of the "SAME" convolution.
@@ -221,31 +228,60 @@ class HyperbolicBlock(InvertibleLayer):
             padding="SAME",
             data_format=data_format,
         )
-        return -tf.cast(out, y.dtype)
+        return tf.cast(out, y.dtype)
+
+    def _f(self, y, training):
+        """f(Y) = -K^T act(norm(K Y + b))."""
+        return -self._force(y, training)
 
     def call(self, x, training=None):
         y_prev, y_cur = split_halves(x)
-        y_next = 2.0 * y_cur - y_prev + self.h**2 * self._f(y_cur, training)
+        y_next = 2.0 * y_cur - y_prev - self.h**2 * self._force(y_cur, training)
         return tf.concat([y_cur, y_next], axis=-1)
 
     def _inverse(self, y, training=None):
         y_cur, y_next = split_halves(y)
-        y_prev = 2.0 * y_cur - y_next + self.h**2 * self._f(y_cur, training)
+        y_prev = 2.0 * y_cur - y_next - self.h**2 * self._force(y_cur, training)
         return tf.concat([y_prev, y_cur], axis=-1)
+
+    pair_state = True
 
     def _backward(self, y, dy, training=None, dlog_det=None):
         # Volume preserving: `dlog_det` is always None here.
-        # Output (a, b) = (Y_cur, Y_next); input (Y_prev, Y_cur):
-        # dY_prev = -db, dY_cur = da + 2 db + h^2 f'(Y_cur)^T db.
-        y_cur, y_next = split_halves(y)
-        da, db = split_halves(dy)
-        f_out, dy_cur_from_f, pairs = vjp(
-            lambda y_cur: self._f(y_cur, training), y_cur, self.trainable_variables, self.h**2 * db
+        x_halves, dx_halves, pairs = self._backward_halves(
+            split_halves(y), split_halves(dy), training=training
         )
-        y_prev = tf.stop_gradient(2.0 * y_cur - y_next + self.h**2 * f_out)
-        dx = tf.concat([-db, da + 2.0 * db + dy_cur_from_f], axis=-1)
-        x = tf.concat([y_prev, tf.stop_gradient(y_cur)], axis=-1)
-        return x, dx, pairs
+        return tf.concat(x_halves, axis=-1), tf.concat(dx_halves, axis=-1), pairs
+
+    def _backward_halves(self, y_halves, dy_halves, training=None):
+        # Output (a, b) = (Y_cur, Y_next), input (Y_prev, Y_cur), g = -f:
+        # dY_prev = -db, dY_cur = da + 2 db - h^2 g'(Y_cur)^T db.
+        # Ordered for memory (graph mode; found with TensorFlow's memory
+        # profiler): Y_prev and da + 2 db are formed before the VJP, so Y_next
+        # and da are gone when its transients exist; the VJP takes db itself as
+        # its seed (scaled after, except in half precision, where the scaled
+        # seed keeps the values in range), and -db is formed after it.
+        y_cur, y_next = y_halves
+        da, db = dy_halves
+        variables = self.trainable_variables
+        h2 = self.h**2
+        with tf.GradientTape() as tape:
+            tape.watch(y_cur)
+            force = self._force(y_cur, training)
+        y_prev = tf.stop_gradient(2.0 * y_cur - y_next - h2 * force)
+        partial = da + 2.0 * db
+        half_precision = self.compute_dtype in ("float16", "bfloat16")
+        with tf.control_dependencies([y_prev, partial]):
+            grads = tape.gradient(
+                force, [y_cur] + variables, output_gradients=-h2 * db if half_precision else db,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+        if not half_precision:
+            grads = [-h2 * g for g in grads]
+        with tf.control_dependencies(grads):
+            dx_prev = -db
+        x_halves = (y_prev, tf.stop_gradient(y_cur))
+        return x_halves, (dx_prev, partial + grads[0]), list(zip(variables, grads[1:]))
 
     def get_config(self):
         config = super().get_config()

@@ -156,6 +156,22 @@ class InvertibleLayer(keras.layers.Layer):
             dlog_det = None if self.is_volume_preserving else tf.cast(dlog_det, y.dtype)
         return self._backward(y, dy, training=training, dlog_det=dlog_det)
 
+    def backward_halves(self, y_halves, dy_halves, training=None):
+        """`backward` on a pair state given as its two channel halves (`pair_state` layers).
+
+        Returns `((x_prev, x_cur), (dx_prev, dx_cur), pairs)`. The engine uses
+        it between consecutive pair-state layers, so that the pair and its
+        gradient are not concatenated by one layer only to be split again by
+        the next (two state-sized copies each, per layer).
+        """
+        y_halves = tuple(self._to_stream(y) for y in y_halves)
+        dy_halves = tuple(tf.cast(dy, y.dtype) for y, dy in zip(y_halves, dy_halves))
+        return self._backward_halves(y_halves, dy_halves, training=training)
+
+    #: True for layers whose stream is a pair `[Y_prev | Y_cur]` (two channel
+    #: halves) and that implement `_backward_halves`; they are volume preserving.
+    pair_state = False
+
     # === Hooks for subclasses ===
 
     def _inverse(self, y, training=None):
@@ -168,6 +184,9 @@ class InvertibleLayer(keras.layers.Layer):
 
     def _forward_and_log_det(self, x, training=None):
         return self(x, training=training), self.log_det_jacobian(x, training=training)
+
+    def _backward_halves(self, y_halves, dy_halves, training=None):
+        raise NotImplementedError(f"{type(self).__name__} does not implement `_backward_halves`.")
 
     def _backward(self, y, dy, training=None, dlog_det=None):
         x = tf.stop_gradient(self._inverse(y, training=training))

@@ -17,6 +17,11 @@ vector-Jacobian product). Why it is built this way (DESIGN.md, measured on TF 2.
   the forward pass, and not again during the rebuild.
 - Layers with random state (dropout, noise) cannot reproduce their draw during
   the rebuild and are refused.
+- Between pair-state layers (leapfrog blocks, pair poolings: `pair_state`)
+  the state and its gradient travel as their two channel halves
+  (`backward_halves`), not concatenated by one layer only to be split by the
+  next: with TensorFlow's memory profiler that was two state-sized copies
+  alive at the peak of every block's rebuild.
 - Blocks return `(variable, gradient)` pairs; `grad_fn` receives the
   underlying `tf.Variable`s in no guaranteed order, and `match_gradients`
   (gradients.py) is the one place that pairs them up.
@@ -253,23 +258,40 @@ class ReversibleSequence(InvertibleLayer):
         """Walks the blocks from the top; returns (x, dx, [(variable, grad), ...])."""
         pairs = []
         waits_for = [grad_outputs]
+        # Between pair-state layers (leapfrog blocks, pair poolings) the state
+        # and its gradient travel as their two halves: `halves` is True while
+        # `outputs` and `grad_outputs` are `(prev, cur)` tuples.
+        halves = False
         for layer in reversed(self.blocks):
+            use_halves = layer.pair_state and (dlog_det is None or layer.is_volume_preserving)
+            if use_halves and not halves:
+                outputs, grad_outputs = _split_pair(outputs), _split_pair(grad_outputs)
+            elif halves and not use_halves:
+                outputs, grad_outputs = _join_pair(outputs), _join_pair(grad_outputs)
+            halves = use_halves
             # Rebuild this block only once the block above has produced its
             # input gradient and weight gradients (else graph mode runs the
             # whole inverse chain early and holds every rebuilt tensor).
             with tf.control_dependencies(waits_for):
-                outputs = tf.identity(outputs)
+                outputs = tf.nest.map_structure(tf.identity, outputs)
             # The total log-det is the sum of the blocks': each block gets the
             # same incoming gradient (volume-preserving blocks drop it).
             # Moving statistics were updated by the forward pass; the rebuild
             # must not update them again.
             with keras.StatelessScope():
-                inputs, grad_inputs, block_pairs = layer.backward(
-                    outputs, grad_outputs, training=training, dlog_det=dlog_det
-                )
+                if halves:
+                    inputs, grad_inputs, block_pairs = layer.backward_halves(
+                        outputs, grad_outputs, training=training
+                    )
+                else:
+                    inputs, grad_inputs, block_pairs = layer.backward(
+                        outputs, grad_outputs, training=training, dlog_det=dlog_det
+                    )
             pairs.extend(block_pairs)
-            waits_for = [grad_inputs] + [g for _, g in block_pairs if g is not None]
+            waits_for = tf.nest.flatten(grad_inputs) + [g for _, g in block_pairs if g is not None]
             outputs, grad_outputs = inputs, grad_inputs
+        if halves:
+            outputs, grad_outputs = _join_pair(outputs), _join_pair(grad_outputs)
         return outputs, grad_outputs, pairs
 
     def _memory_efficient_call(self, inputs, training, with_log_det=False):
@@ -317,6 +339,14 @@ class ReversibleSequence(InvertibleLayer):
             keras.saving.deserialize_keras_object(layer) for layer in config["layers"]
         ]
         return cls(**config)
+
+
+def _split_pair(pair):
+    return tuple(tf.split(pair, 2, axis=-1))
+
+
+def _join_pair(halves):
+    return tf.concat(halves, axis=-1)
 
 
 def reversible_layers(model):

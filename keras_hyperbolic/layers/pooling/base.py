@@ -172,6 +172,13 @@ class BaseInvertiblePooling(InvertibleLayer):
     def _inverse(self, outputs, training=None):
         return self._run(outputs, down=self.upsample, name="outputs")
 
+    def _backward(self, y, dy, training=None, dlog_det=None):
+        if self.trainable_variables:
+            return super()._backward(y, dy, training=training, dlog_det=dlog_det)
+        # An orthogonal map's transpose is its inverse: dx = W^T dy = W^-1 dy,
+        # with no forward pass recomputed under a tape.
+        return self._inverse(y, training), self._inverse(dy, training), []
+
     # --- constant kernels (deployment) ---------------------------------------
     def constant_kernel(self):
         """The pooling as one stride-2 convolution kernel, from the current weights.

@@ -96,6 +96,25 @@ class PairPooling(InvertibleLayer):
         self._half(outputs.shape, "outputs")
         return self._apply(self.layer.inverse, outputs)
 
+    pair_state = True
+
+    def _backward(self, y, dy, training=None, dlog_det=None):
+        # Volume preserving (an orthogonal map): `dlog_det` is always None here.
+        x_halves, dx_halves, pairs = self._backward_halves(
+            tf.split(y, 2, axis=-1), tf.split(dy, 2, axis=-1), training=training
+        )
+        return tf.concat(x_halves, axis=-1), tf.concat(dx_halves, axis=-1), pairs
+
+    def _backward_halves(self, y_halves, dy_halves, training=None):
+        # One half at a time: no batch-axis concatenation of the pair.
+        x_halves, dx_halves, pairs = [], [], []
+        for y, dy in zip(y_halves, dy_halves):
+            x, dx, half_pairs = self.layer.backward(y, dy, training=training)
+            x_halves.append(x)
+            dx_halves.append(dx)
+            pairs.extend(half_pairs)
+        return tuple(x_halves), tuple(dx_halves), pairs
+
     def get_config(self):
         config = super().get_config()
         config["layer"] = keras.saving.serialize_keras_object(self.layer)
