@@ -115,6 +115,10 @@ def worker(spec):
         return loss_and_gradients(x)  # all gradients alive at the end, as before an update
 
     @tf.function
+    def forward(x):
+        return model(x, training=True)
+
+    @tf.function
     def training_step(x):
         loss, grads = loss_and_gradients(x)
         optimizer.apply(grads, variables)
@@ -133,6 +137,8 @@ def worker(spec):
         result["gradients_small"] = run(gradients_step, small, 1)
         result["gradients_large"] = run(gradients_step, tuple(doubled(small)), 1)
         result["step"] = run(training_step, small, spec["repeats"])
+        # The forward pass alone: what the reversible backward recomputes.
+        result["forward"] = run(forward, small, spec["repeats"])
     print(json.dumps(result))
 
 
@@ -154,6 +160,7 @@ def summarise(result):
         "rest": peak - 2 * weights - update - activations,
         "states": activations / result["state_bytes"],
         "seconds": result["step"]["step_seconds"],
+        "forward_seconds": result["forward"]["step_seconds"],
     }
 
 
@@ -203,7 +210,18 @@ def lensink_report(rev, plain, shape):
         _row("  rest (input, workspaces)", r["rest"], p["rest"]),
         f"  {'step time, s':<34} {r['seconds']:>12.2f} {p['seconds']:>12.2f} "
         f"{'rev/plain ' + format(r['seconds'] / p['seconds'], '.2f'):>10}",
+        f"  {'  of which the forward pass, s':<34} {r['forward_seconds']:>12.2f} "
+        f"{p['forward_seconds']:>12.2f}",
     ]
+    return lines
+
+
+def lensink_lines(lensink, shape):
+    lines = lensink_report(lensink[(False, True)], lensink[(False, False)], shape)
+    lines += lensink_report(lensink[(True, True)], lensink[(True, False)], shape)
+    r1, r2 = summarise(lensink[(False, True)]), summarise(lensink[(True, True)])
+    p1, p2 = summarise(lensink[(False, False)]), summarise(lensink[(True, False)])
+    lines.append(f"twice the layers: reversible activations {_growth(r1, r2)}, plain {_growth(p1, p2)}")
     return lines
 
 
@@ -226,11 +244,19 @@ def iunet_report(results, depths, shape):
 
 
 def full_size(args):
+    """One step per mode at the paper's input; modes not in `--modes` are read from `--json`."""
     results = {}
-    for efficient in (True, False):
+    if os.path.exists(args.json):
+        with open(args.json) as handle:
+            results = {k == "True": v for k, v in json.load(handle).items() if k in ("True", "False")}
+    for efficient in args.modes:
         spec = {"kind": "lensink", "double": False, "memory_efficient": efficient,
                 "shape": [1, *PAPER_VIDEO_INPUT], "full_size": True, "warmup": 0, "repeats": 1}
         results[efficient] = measure(spec)
+    if set(results) != {True, False}:
+        return {str(k): v for k, v in results.items()}, ["measured so far: " + ", ".join(
+            f"{'reversible' if k else 'plain'} peak {v['step']['peak_bytes'] / 2**30:.2f} GB"
+            for k, v in results.items())]
     r, p = summarise(results[True]), summarise(results[False])
     layers = lensink_layers()
     lines = [f"lensink_video ({layers} layers) at the paper's input {PAPER_VIDEO_INPUT}, batch 1, one "
@@ -255,29 +281,29 @@ def main(argv=None):
                         help="smaller input (batch H W C); the larger doubles W")
     parser.add_argument("--depths", type=int, nargs="+", default=[5, 10, 20, 30])
     parser.add_argument("--repeats", type=int, default=2, help="timed full steps per config")
+    parser.add_argument("--modes", default="reversible,plain",
+                        help="--full-size: the modes to measure now (others are read from --json)")
     parser.add_argument("--skip-iunet", action="store_true")
+    parser.add_argument("--skip-lensink", action="store_true")
     parser.add_argument("--json", default="benchmark_paper_memory.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(json.loads(args.worker))
+    args.modes = [{"reversible": True, "plain": False}[m] for m in args.modes.split(",")]
     if args.full_size:
         results, lines = full_size(args)
     else:
         if args.quick:
             args.lensink_shape, args.iunet_shape, args.depths = [8, 8, 8, 6], [2, 16, 16, 8], [1, 2]
         results, lines = {"lensink": {}, "iunet": {}}, []
-        for double in (False, True):
+        for double in () if args.skip_lensink else (False, True):
             for efficient in (True, False):
                 spec = {"kind": "lensink", "double": double, "memory_efficient": efficient,
                         "shape": [1] + args.lensink_shape, "warmup": 1, "repeats": args.repeats}
                 results["lensink"][(double, efficient)] = measure(spec)
-        lensink = results["lensink"]
-        lines += lensink_report(lensink[(False, True)], lensink[(False, False)], args.lensink_shape)
-        lines += lensink_report(lensink[(True, True)], lensink[(True, False)], args.lensink_shape)
-        r1, r2 = summarise(lensink[(False, True)]), summarise(lensink[(True, True)])
-        p1, p2 = summarise(lensink[(False, False)]), summarise(lensink[(True, False)])
-        lines.append(f"twice the layers: reversible activations {_growth(r1, r2)}, plain {_growth(p1, p2)}")
+        if not args.skip_lensink:
+            lines += lensink_lines(results["lensink"], args.lensink_shape)
         if not args.skip_iunet:
             for depth in args.depths:
                 for efficient in (True, False):

@@ -257,10 +257,10 @@ class HyperbolicBlock(InvertibleLayer):
         # Output (a, b) = (Y_cur, Y_next), input (Y_prev, Y_cur), g = -f:
         # dY_prev = -db, dY_cur = da + 2 db - h^2 g'(Y_cur)^T db.
         # Ordered for memory (graph mode; found with TensorFlow's memory
-        # profiler): Y_prev and da + 2 db are formed before the VJP, so Y_next
-        # and da are gone when its transients exist; the VJP takes db itself as
-        # its seed (scaled after, except in half precision, where the scaled
-        # seed keeps the values in range), and -db is formed after it.
+        # profiler on `lensink_video`): da + 2 db is formed before the VJP, so
+        # da is gone when the VJP's transients exist; the VJP takes db itself
+        # as its seed (scaled after, except in half precision, where the
+        # scaled seed keeps the values in range) and -db is formed after it.
         y_cur, y_next = y_halves
         da, db = dy_halves
         variables = self.trainable_variables
@@ -271,7 +271,7 @@ class HyperbolicBlock(InvertibleLayer):
         y_prev = tf.stop_gradient(2.0 * y_cur - y_next - h2 * force)
         partial = da + 2.0 * db
         half_precision = self.compute_dtype in ("float16", "bfloat16")
-        with tf.control_dependencies([y_prev, partial]):
+        with tf.control_dependencies([partial]):
             grads = tape.gradient(
                 force, [y_cur] + variables, output_gradients=-h2 * db if half_precision else db,
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
