@@ -246,13 +246,6 @@ class HyperbolicBlock(InvertibleLayer):
 
     pair_state = True
 
-    def _backward(self, y, dy, training=None, dlog_det=None):
-        # Volume preserving: `dlog_det` is always None here.
-        x_halves, dx_halves, pairs = self._backward_halves(
-            split_halves(y), split_halves(dy), training=training
-        )
-        return tf.concat(x_halves, axis=-1), tf.concat(dx_halves, axis=-1), pairs
-
     def _backward_halves(self, y_halves, dy_halves, training=None):
         # Output (a, b) = (Y_cur, Y_next), input (Y_prev, Y_cur), g = -f:
         # dY_prev = -db, dY_cur = da + 2 db - h^2 g'(Y_cur)^T db.

@@ -154,6 +154,11 @@ class InvertibleLayer(keras.layers.Layer):
         if dlog_det is not None:
             # The log-determinant of a volume-preserving layer is constant zero.
             dlog_det = None if self.is_volume_preserving else tf.cast(dlog_det, y.dtype)
+        if self.pair_state:  # volume preserving: the halves' backward, joined
+            x_halves, dx_halves, pairs = self.backward_halves(
+                tf.split(y, 2, axis=-1), tf.split(dy, 2, axis=-1), training=training
+            )
+            return tf.concat(x_halves, axis=-1), tf.concat(dx_halves, axis=-1), pairs
         return self._backward(y, dy, training=training, dlog_det=dlog_det)
 
     def backward_halves(self, y_halves, dy_halves, training=None):

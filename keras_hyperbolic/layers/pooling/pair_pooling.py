@@ -98,13 +98,6 @@ class PairPooling(InvertibleLayer):
 
     pair_state = True
 
-    def _backward(self, y, dy, training=None, dlog_det=None):
-        # Volume preserving (an orthogonal map): `dlog_det` is always None here.
-        x_halves, dx_halves, pairs = self._backward_halves(
-            tf.split(y, 2, axis=-1), tf.split(dy, 2, axis=-1), training=training
-        )
-        return tf.concat(x_halves, axis=-1), tf.concat(dx_halves, axis=-1), pairs
-
     def _backward_halves(self, y_halves, dy_halves, training=None):
         # One half at a time: no batch-axis concatenation of the pair.
         x_halves, dx_halves, pairs = [], [], []
