@@ -1,12 +1,17 @@
 """Training memory of the papers' networks, measured: reversible (memory_efficient=True) vs plain autodiff.
 
 Activation memory is what grows with the input. For each network and mode one
-process measures the peak of TensorFlow's allocator (CPU:0) over a traced
-step at two inputs, the second with the last spatial axis (the frames of a
-video) doubled, and takes the growth: weights, weight gradients and the
-optimizer's temporaries are the same at both sizes and cancel. The process
-runs with inter-op parallelism 1, so the op order, and with it the
-allocator's peak, repeats exactly (with the default thread pool the peaks
+process measures a gradients step at two inputs, the second with the last
+spatial axis (the frames of a video) doubled, and takes the growth of the
+step's peak: weights, weight gradients and the optimizer's temporaries are
+the same at both sizes and cancel. The peak is that of the tensors' own
+sizes (`keras_hyperbolic.profiling.live_tensor_peak`, from the profiler's
+trace): the allocator's peak (CPU:0) also counts chunks handed out larger
+than requested, which depends on the process's allocation history (measured:
+1.5 state-sized tensors of it in the weight gradients of the 38-layer network
+at one input, none at the other), so its growth is printed beside, not used.
+The process runs with inter-op parallelism 1, so the op order, and with it
+the peak, repeats exactly (with the default thread pool the allocator's peaks
 vary by about 20 % from run to run).
 
 Reported per configuration, at the smaller input:
@@ -35,6 +40,7 @@ Run:  python benchmarks/paper_memory.py              (1 and 2)
 """
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -95,7 +101,7 @@ def worker(spec):
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
-    from keras_hyperbolic.profiling import measure_step
+    from keras_hyperbolic.profiling import live_tensor_peak, measure_step
 
     model = build_model(spec)
     small = tuple(spec["shape"])
@@ -128,14 +134,20 @@ def worker(spec):
         x = tf.random.stateless_normal(shape, seed=(1, 2))
         return measure_step(lambda: step(x), repeats=repeats, warmup=spec["warmup"])
 
+    def gradients(shape):
+        x = tf.random.stateless_normal(shape, seed=(1, 2))
+        measured = measure_step(lambda: gradients_step(x), repeats=1, warmup=spec["warmup"])
+        measured["live_peak_bytes"] = live_tensor_peak(lambda: gradients_step(x))
+        return measured
+
     result = {"spec": spec, "parameters": int(sum(int(np.prod(v.shape)) for v in variables)),
               "weights_in_use_bytes": int(weights_in_use),
               "state_bytes": 4 * int(np.prod(small[:-1])) * state_channels(spec)}
     if spec.get("full_size"):  # one step, no second size: the run is the figure
         result["step"] = run(training_step, small, spec["repeats"])
     else:
-        result["gradients_small"] = run(gradients_step, small, 1)
-        result["gradients_large"] = run(gradients_step, tuple(doubled(small)), 1)
+        result["gradients_small"] = gradients(small)
+        result["gradients_large"] = gradients(tuple(doubled(small)))
         result["step"] = run(training_step, small, spec["repeats"])
         # The forward pass alone: what the reversible backward recomputes.
         result["forward"] = run(forward, small, spec["repeats"])
@@ -148,15 +160,16 @@ def summarise(result):
     weights = 4 * result["parameters"]
     if "gradients_small" not in result:
         return {"peak": peak, "weights": weights, "seconds": result["step"]["step_seconds"]}
-    grads_small = result["gradients_small"]["peak_bytes"]
-    activations = result["gradients_large"]["peak_bytes"] - grads_small
-    update = peak - grads_small
+    small, large = result["gradients_small"], result["gradients_large"]
+    activations = large["live_peak_bytes"] - small["live_peak_bytes"]
+    update = peak - small["peak_bytes"]
     return {
         "peak": peak,
         "weights": weights,
         "gradients": weights,
         "update": update,
         "activations": activations,
+        "allocator_activations": large["peak_bytes"] - small["peak_bytes"],
         "rest": peak - 2 * weights - update - activations,
         "states": activations / result["state_bytes"],
         "seconds": result["step"]["step_seconds"],
@@ -164,10 +177,23 @@ def summarise(result):
     }
 
 
-def measure(spec):
+def measure(spec, cache=None):
+    """One configuration's worker result; with `cache` (a directory) kept there and reused."""
     from keras_hyperbolic.profiling import megabytes, run_worker
 
-    result = run_worker([os.path.abspath(__file__), "--worker", json.dumps(spec)], timeout=7200)
+    path = None
+    if cache:
+        key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        path = os.path.join(cache, f"{key}.json")
+    if path and os.path.exists(path):
+        with open(path) as handle:
+            result = json.load(handle)
+    else:
+        result = run_worker([os.path.abspath(__file__), "--worker", json.dumps(spec)], timeout=7200)
+        if path:
+            os.makedirs(cache, exist_ok=True)
+            with open(path, "w") as handle:
+                json.dump(result, handle)
     if result["step"]["peak_source"] != "allocator":
         raise RuntimeError("TensorFlow's allocator keeps no statistics in the worker: run with "
                            "TF_ENABLE_ONEDNN_OPTS=1 (or unset).")
@@ -196,10 +222,11 @@ def lensink_report(rev, plain, shape):
     state_mb = rev["state_bytes"] / 2**20
     lines = [
         f"lensink_video, {layers} layers, {rev['parameters']:,} parameters, input {tuple(shape)}, "
-        f"batch 1; one state = {state_mb:.2f} MB (allocator peaks, inter-op parallelism 1):",
+        f"batch 1; one state = {state_mb:.2f} MB (peaks of live tensors, inter-op parallelism 1):",
         f"  {'':<34} {'reversible':>12} {'plain':>12} {'plain/rev':>10}",
         _row("activations (growth), MB", r["activations"], p["activations"]),
         _row("activations, state-sized tensors", r["activations"], p["activations"], unit=rev["state_bytes"], digits=2),
+        _row("  growth of allocator peaks, MB", r["allocator_activations"], p["allocator_activations"]),
         f"  {'paper Table 1, states':<34} {PAPER_TABLE_1['reversible_states']:>12} "
         f"{layers + 2:>12} {(layers + 2) / PAPER_TABLE_1['reversible_states']:>10.2f}",
         _row("raw peak of a training step, MB", r["peak"], p["peak"]),
@@ -252,7 +279,7 @@ def full_size(args):
     for efficient in args.modes:
         spec = {"kind": "lensink", "double": False, "memory_efficient": efficient,
                 "shape": [1, *PAPER_VIDEO_INPUT], "full_size": True, "warmup": 0, "repeats": 1}
-        results[efficient] = measure(spec)
+        results[efficient] = measure(spec, args.cache)
     if set(results) != {True, False}:
         return {str(k): v for k, v in results.items()}, ["measured so far: " + ", ".join(
             f"{'reversible' if k else 'plain'} peak {v['step']['peak_bytes'] / 2**30:.2f} GB"
@@ -285,31 +312,46 @@ def main(argv=None):
                         help="--full-size: the modes to measure now (others are read from --json)")
     parser.add_argument("--skip-iunet", action="store_true")
     parser.add_argument("--skip-lensink", action="store_true")
+    parser.add_argument("--lensink-variants", default="paper,double",
+                        help="'paper' (19 layers), 'double' (38): the lensink_video configurations "
+                             "to measure now (the table needs both: reuse the other via --cache)")
+    parser.add_argument("--cache", metavar="DIR",
+                        help="keep each configuration's result in DIR and reuse it: resume a long "
+                             "run, or measure configurations in parallel processes")
     parser.add_argument("--json", default="benchmark_paper_memory.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(json.loads(args.worker))
     args.modes = [{"reversible": True, "plain": False}[m] for m in args.modes.split(",")]
+    bad = set(args.lensink_variants.split(",")) - {"paper", "double"}
+    if bad:
+        parser.error(f"--lensink-variants: {sorted(bad)} not among 'paper', 'double' "
+                     f"(got {args.lensink_variants!r})")
     if args.full_size:
         results, lines = full_size(args)
     else:
         if args.quick:
             args.lensink_shape, args.iunet_shape, args.depths = [8, 8, 8, 6], [2, 16, 16, 8], [1, 2]
         results, lines = {"lensink": {}, "iunet": {}}, []
-        for double in () if args.skip_lensink else (False, True):
+        variants = [] if args.skip_lensink else args.lensink_variants.split(",")
+        for double in [v == "double" for v in variants]:
             for efficient in (True, False):
                 spec = {"kind": "lensink", "double": double, "memory_efficient": efficient,
                         "shape": [1] + args.lensink_shape, "warmup": 1, "repeats": args.repeats}
-                results["lensink"][(double, efficient)] = measure(spec)
-        if not args.skip_lensink:
+                results["lensink"][(double, efficient)] = measure(spec, args.cache)
+        if len(results["lensink"]) == 4:
             lines += lensink_lines(results["lensink"], args.lensink_shape)
+        elif results["lensink"]:
+            lines += lensink_report(results["lensink"][(variants[0] == "double", True)],
+                                    results["lensink"][(variants[0] == "double", False)],
+                                    args.lensink_shape)
         if not args.skip_iunet:
             for depth in args.depths:
                 for efficient in (True, False):
                     spec = {"kind": "iunet", "depth": depth, "levels": 3, "memory_efficient": efficient,
                             "shape": args.iunet_shape, "warmup": 1, "repeats": args.repeats}
-                    results["iunet"][(depth, efficient)] = measure(spec)
+                    results["iunet"][(depth, efficient)] = measure(spec, args.cache)
             lines += [""] + iunet_report(results["iunet"], args.depths, args.iunet_shape)
         results = {k: {str(kk): vv for kk, vv in v.items()} for k, v in results.items()}
     print("\n".join(lines))

@@ -11,6 +11,7 @@ This is how the reversible floor of issue 14 was found (see README).
 
 Run:  python benchmarks/peak_tensors.py                          (lensink_video, 64 x 64 x 32 x 6)
       python benchmarks/peak_tensors.py --shape 96 96 64 6 --plain
+      python benchmarks/peak_tensors.py --shape 96 96 64 6 --double   (38 layers)
 """
 
 import argparse
@@ -26,6 +27,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", type=int, nargs=4, default=[64, 64, 32, 6])
     parser.add_argument("--plain", action="store_true", help="plain autodiff instead of the engine")
+    parser.add_argument("--double", action="store_true", help="twice the layers per unit (38)")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args(argv)
 
@@ -39,6 +41,8 @@ def main(argv=None):
     from keras_hyperbolic.models import HyperbolicSegmenter, get_preset
 
     config = get_preset("lensink_video")["config"]
+    if args.double:
+        config["units"] = [(2 * n, d) for n, d in config["units"]]
     keras.utils.set_random_seed(0)
     model = HyperbolicSegmenter(num_classes=2, memory_efficient=not args.plain, **config)
     shape = (1, *args.shape)

@@ -7,10 +7,15 @@ the fallback is the peak resident set size of the process, which includes
 roughly 700 MB of TF runtime (DESIGN.md): compare such figures with each other,
 never with allocator figures.
 
+`live_tensor_peak` is the fragmentation-free counterpart: the peak of the
+bytes the step's tensors hold, summed from the sizes the ops requested in
+TensorFlow's profiler trace.
+
 Each configuration runs in its own subprocess so that neither allocator caches
 nor traced functions of one configuration leak into another.
 """
 
+import glob
 import json
 import os
 import re
@@ -18,6 +23,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -47,9 +53,7 @@ def measure_step(step_fn, repeats=3, warmup=1, device="CPU:0"):
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        result = step_fn()
-        # Make sure asynchronous work is finished before the clock stops.
-        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, result)
+        _finish(step_fn())  # asynchronous work finished before the clock stops
         times.append(time.perf_counter() - start)
     peak = _allocator_peak(device)
     source = "allocator"
@@ -62,6 +66,57 @@ def measure_step(step_fn, repeats=3, warmup=1, device="CPU:0"):
         "step_seconds": statistics.median(times),
         "step_seconds_all": times,
     }
+
+
+def _finish(result):
+    """Waits for `result`'s tensors, so that asynchronous work is inside what is measured."""
+    return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, result)
+
+
+def live_tensor_peak(step_fn):
+    """The peak of the bytes held by the tensors `step_fn()` makes, from the profiler's trace.
+
+    Sums the sizes the ops requested over the call's allocations and frees in
+    trace order. Unlike the allocator's peak it does not count rounding and
+    chunks handed out larger than asked for (fragmentation, which depends on
+    the process's allocation history), nor tensors alive before the call
+    (weights). Run it once the step is traced, in a process with inter-op
+    parallelism 1 so the order repeats. The oneDNN allocator serves requests
+    below 256 KB without tracing them; they are not counted (a tiny step's
+    peak is 0).
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        try:
+            _finish(step_fn())
+        finally:
+            tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        path = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0]
+        with open(path, "rb") as handle:
+            space.ParseFromString(handle.read())
+    changes = []  # (time in ps, +/- requested bytes)
+    for plane in space.planes:
+        sign = {key: {"MemoryAllocation": 1, "MemoryDeallocation": -1}.get(meta.name)
+                for key, meta in plane.event_metadata.items()}
+        requested = {key for key, meta in plane.stat_metadata.items() if meta.name == "requested_bytes"}
+        for line in plane.lines:
+            for event in line.events:
+                if sign.get(event.metadata_id):
+                    size = sum(s.int64_value or s.uint64_value for s in event.stats
+                               if s.metadata_id in requested)
+                    changes.append((line.timestamp_ns * 1000 + event.offset_ps,
+                                    sign[event.metadata_id] * size))
+    if not changes and _allocator_peak() is None:
+        raise RuntimeError("the profiler traced no allocations (with oneDNN off TensorFlow's CPU "
+                           "allocator records none): run with TF_ENABLE_ONEDNN_OPTS=1")
+    live = peak = 0
+    for _, change in sorted(changes, key=lambda c: c[0]):
+        live += change
+        peak = max(peak, live)
+    return peak
 
 
 def run_worker(argv, timeout=1800, env=None):
