@@ -54,7 +54,7 @@ IUNET_README = {5: 26.8, 10: 18.4, 20: 13.8, 30: 12.2}
 PAPER_VIDEO_INPUT = (240, 424, 72, 6)
 
 
-def _lensink_config(double):
+def lensink_config(double):
     from keras_hyperbolic.models import get_preset
 
     config = get_preset("lensink_video")["config"]
@@ -64,7 +64,7 @@ def _lensink_config(double):
 
 
 def lensink_layers(double=False):
-    return sum(n for n, _ in _lensink_config(double)["units"])
+    return sum(n for n, _ in lensink_config(double)["units"])
 
 
 def build_model(spec):
@@ -75,7 +75,7 @@ def build_model(spec):
     keras.utils.set_random_seed(0)
     if spec["kind"] == "lensink":
         return HyperbolicSegmenter(num_classes=2, memory_efficient=spec["memory_efficient"],
-                                   **_lensink_config(spec["double"]))
+                                   **lensink_config(spec["double"]))
     return InvertibleUNet(rank=2, channels=spec["shape"][-1], levels=spec["levels"],
                           blocks_per_level=spec["depth"],
                           memory_efficient=spec["memory_efficient"])
@@ -84,7 +84,7 @@ def build_model(spec):
 def state_channels(spec):
     """Channels of one state at full resolution (the unit the paper counts in)."""
     if spec["kind"] == "lensink":
-        return _lensink_config(spec["double"])["width"]
+        return lensink_config(spec["double"])["width"]
     return spec["shape"][-1]
 
 

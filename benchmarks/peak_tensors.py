@@ -15,10 +15,8 @@ Run:  python benchmarks/peak_tensors.py                          (lensink_video,
 """
 
 import argparse
-import glob
 import json
 import os
-import tempfile
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # the allocator keeps statistics only with oneDNN
 
@@ -38,11 +36,11 @@ def main(argv=None):
     import keras
     from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as profiler_plugin
 
-    from keras_hyperbolic.models import HyperbolicSegmenter, get_preset
+    from keras_hyperbolic.models import HyperbolicSegmenter
+    from keras_hyperbolic.profiling import profiler_trace
+    from paper_memory import lensink_config  # this script's directory is on sys.path
 
-    config = get_preset("lensink_video")["config"]
-    if args.double:
-        config["units"] = [(2 * n, d) for n, d in config["units"]]
+    config = lensink_config(args.double)
     keras.utils.set_random_seed(0)
     model = HyperbolicSegmenter(num_classes=2, memory_efficient=not args.plain, **config)
     shape = (1, *args.shape)
@@ -57,11 +55,7 @@ def main(argv=None):
 
     x = tf.random.stateless_normal(shape, seed=(1, 2))
     gradients_step(x)  # traced and run once before the profiled call
-    with tempfile.TemporaryDirectory() as logdir:
-        tf.profiler.experimental.start(logdir)
-        gradients_step(x)
-        tf.profiler.experimental.stop()
-        path = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0]
+    with profiler_trace(lambda: gradients_step(x)) as path:
         data, _ = profiler_plugin.xspace_to_tools_data([path], "memory_profile", {})
     profile = json.loads(data)
     state = 4 * int(np.prod(args.shape[:-1])) * config["width"]

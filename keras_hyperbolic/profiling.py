@@ -15,6 +15,7 @@ Each configuration runs in its own subprocess so that neither allocator caches
 nor traced functions of one configuration leak into another.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -73,6 +74,21 @@ def _finish(result):
     return tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, result)
 
 
+@contextlib.contextmanager
+def profiler_trace(step_fn):
+    """Runs `step_fn()` under TensorFlow's profiler; yields the trace's `.xplane.pb` path.
+
+    The file lives in a temporary directory for the duration of the `with`.
+    """
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        try:
+            _finish(step_fn())
+        finally:
+            tf.profiler.experimental.stop()
+        yield glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0]
+
+
 def live_tensor_peak(step_fn):
     """The peak of the bytes held by the tensors `step_fn()` makes, from the profiler's trace.
 
@@ -87,16 +103,9 @@ def live_tensor_peak(step_fn):
     """
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    with tempfile.TemporaryDirectory() as logdir:
-        tf.profiler.experimental.start(logdir)
-        try:
-            _finish(step_fn())
-        finally:
-            tf.profiler.experimental.stop()
-        space = xplane_pb2.XSpace()
-        path = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0]
-        with open(path, "rb") as handle:
-            space.ParseFromString(handle.read())
+    space = xplane_pb2.XSpace()
+    with profiler_trace(step_fn) as path, open(path, "rb") as handle:
+        space.ParseFromString(handle.read())
     changes = []  # (time in ps, +/- requested bytes)
     for plane in space.planes:
         sign = {key: {"MemoryAllocation": 1, "MemoryDeallocation": -1}.get(meta.name)
