@@ -241,6 +241,16 @@ def test_segment_video_is_exported_lazily():
     assert "segment" not in tasks.TASKS
 
 
+def test_defaults_follow_the_main_job():
+    # segment.py writes the main job's settings out (it stays importable without TensorFlow).
+    from keras_hyperbolic.tasks.video_segmentation import FULL
+
+    assert segment.DEFAULTS["learning_rate"] == {"hyperbolic": FULL["learning_rate"],
+                                                 "unet": FULL["unet_learning_rate"]}
+    assert (segment.DEFAULTS["preset"], segment.DEFAULTS["unet_filters"]) == (
+        FULL["preset"], FULL["unet_filters"])
+
+
 def test_killed_run_resumes_from_its_backup(tmp_path):
     video, labels, _ = _toy(tmp_path, frames=4, height=8, width=8, labelled=(0, 3))
     out = str(tmp_path / "out")

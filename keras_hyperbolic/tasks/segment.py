@@ -38,8 +38,9 @@ DEFAULTS = {
     "steps": 300,
     "preset": "video_cpu",
     "memory_budget_mb": 4096,
-    # As in the main job: the segmenter's rate, and the U-Net's from its documented sweep.
-    "learning_rate": {"hyperbolic": 1e-2, "unet": 3e-3},
+    # The main job's rates (`video_segmentation.FULL`, from `benchmarks/lr_sweep.py`), written
+    # out: this module stays importable without TensorFlow (bad input fails fast).
+    "learning_rate": {"hyperbolic": 3e-3, "unet": 3e-3},
     "unet_filters": 20,
     "unet_levels": 2,
     "fps": 8,
@@ -444,7 +445,7 @@ def segment_video(
         truth: masks of any frames (same forms as `labels`) to measure IoU on.
         export: a TF Serving base directory to export the trained model to.
         overwrite: replace an existing `output`.
-        learning_rate: Adam's initial rate (default 1e-2 hyperbolic, 3e-3 U-Net).
+        learning_rate: Adam's initial rate (default 3e-3 for both, the main job's).
         unet_filters, unet_levels: the U-Net's size (default 20 filters, 2 levels).
         seed: seed of the weights and of the windows.
         verbose: 0 silent, 1 Keras progress bar, 2 one line per epoch.

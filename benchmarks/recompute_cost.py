@@ -1,0 +1,122 @@
+"""The time price of rebuilding activations: reversible vs plain-autodiff training step, one process.
+
+The memory-efficient engine rebuilds each block's input from its output during
+the backward pass; for a leapfrog block that is one more evaluation of its
+residual function `f`, whose result the block's vector-Jacobian product then
+reuses, so nothing else is recomputed. The reversible step should therefore
+cost the plain step plus one forward pass of the reversible stack, and that
+forward pass, divided by the plain step, is the floor of the engine's time
+overhead on this network and machine.
+
+Measured here in ONE process, on the same weights and input, alternating the
+calls (reversible step, plain step, stack forward, ...) so that a change of
+the machine's speed affects all three alike; medians of `--repeats` rounds
+after one warm-up round. A step is loss, gradients and an SGD update.
+
+Default: `lensink_video` (Lensink et al. Table 2, 19 layers) at 96 x 96 x 64
+x 6, the configuration of `paper_memory.py`.
+
+Run:  python benchmarks/recompute_cost.py
+      python benchmarks/recompute_cost.py --shape 48 48 32 6 --repeats 5
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+# oneDNN on before TensorFlow is imported, unless the user chose (keras_hyperbolic.runtime).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_hyperbolic import runtime  # noqa: E402
+from keras_hyperbolic.models import HyperbolicSegmenter, get_preset  # noqa: E402
+
+
+def build_pair(preset, shape):
+    """The preset's segmenter on the engine and the same network and weights on plain autodiff."""
+    keras.utils.set_random_seed(0)
+    config = get_preset(preset)["config"]
+    reversible = HyperbolicSegmenter(num_classes=2, memory_efficient=True, **config)
+    plain = HyperbolicSegmenter(num_classes=2, memory_efficient=False, **config)
+    for model in (reversible, plain):
+        model.build((1,) + tuple(shape))
+    plain.set_weights(reversible.get_weights())
+    return reversible, plain
+
+
+def training_step(model):
+    variables = model.trainable_variables
+    optimizer = keras.optimizers.SGD(1e-5)
+    optimizer.build(variables)
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x, training=True)))
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    return step
+
+
+def stack_forward(model):
+    """The reversible stack's forward pass alone: what the backward pass evaluates again."""
+
+    @tf.function
+    def forward(pair):
+        return model.hyperbolic(pair, training=True)
+
+    return forward
+
+
+def timed(fn, arg):
+    start = time.perf_counter()
+    fn(arg).numpy()  # waits for the asynchronous work
+    return time.perf_counter() - start
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="lensink_video")
+    parser.add_argument("--shape", type=int, nargs="+", default=[96, 96, 64, 6],
+                        help="input (spatial..., channels), batch 1")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up")
+    parser.add_argument("--json", default="benchmark_recompute_cost.json")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+
+    reversible, plain = build_pair(args.preset, args.shape)
+    x = tf.random.stateless_normal((1,) + tuple(args.shape), seed=(1, 2))
+    pair = reversible.opened_pair(x)
+    calls = {"reversible step": (training_step(reversible), x),
+             "plain step": (training_step(plain), x),
+             "stack forward": (stack_forward(reversible), pair)}
+    times = {name: [] for name in calls}
+    for round_ in range(args.repeats + 1):
+        for name, (fn, arg) in calls.items():
+            seconds = timed(fn, arg)
+            if round_:  # round 0 traces and warms up
+                times[name].append(seconds)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    ratio = median["reversible step"] / median["plain step"]
+    floor = (median["plain step"] + median["stack forward"]) / median["plain step"]
+    layers = sum(n for n, _ in get_preset(args.preset)["config"]["units"])
+    print(f"{args.preset} ({layers} layers), input {tuple(args.shape)}, batch 1, oneDNN "
+          f"{'on' if runtime.onednn_enabled() else 'off'}; medians of {args.repeats} "
+          "alternated rounds, seconds:")
+    for name, value in median.items():
+        print(f"  {name:<18} {value:8.2f}   (all: {', '.join(f'{t:.2f}' for t in times[name])})")
+    print(f"  reversible / plain step:            {ratio:.3f}")
+    print(f"  (plain + one stack forward) / plain: {floor:.3f}   <- the recomputation's floor")
+    with open(args.json, "w") as handle:
+        json.dump({"preset": args.preset, "shape": args.shape, "seconds": times,
+                   "median": median, "ratio": ratio, "floor": floor}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
