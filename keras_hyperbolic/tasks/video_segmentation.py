@@ -27,12 +27,12 @@ from keras_hyperbolic.tasks import video_training
 from keras_hyperbolic.validation import check_positive_int
 
 FULL = {
-    # 16 frames of 48 x 48 (labels on frames 1, 7, 15), 300 steps per network: sized so the
-    # README's first command fits about 10 minutes on 2 CPU cores (README, "Main job").
+    # 16 frames of 48 x 48 (labels on frames 1, 7, 15), 300 steps per network: the README's
+    # first command took about 7 minutes on 2 CPU cores, 14-16 at 64 x 64 (README, "Main job").
     "frames": 16, "height": 48, "width": 48, "steps": 300,
-    # From `python benchmarks/lr_sweep.py` on this video (300 steps, seed 0), segmenter with
-    # HyperbolicBlock's default (weight) normalisation: 1e-3, 3e-3, 5e-3, 1e-2 reached mean
-    # IoU 61.2, 91.8, 88.4, 65.2.
+    # A sweep on this video (300 steps, seed 0; `benchmarks/lr_sweep.py` repeats it), segmenter
+    # with HyperbolicBlock's default (weight) normalisation: 1e-3, 3e-3, 5e-3, 1e-2 reached
+    # mean IoU 61.2, 91.8, 88.4, 65.2.
     "learning_rate": 3e-3,
     # 20 filters: about the segmenter's parameter count ("similar size").
     "preset": "video_cpu", "unet_filters": 20,
