@@ -8,7 +8,7 @@ learning rate, and prints the mean IoU over all frames of each. The best one is
 the default of `keras_hyperbolic.tasks.video_segmentation.FULL["learning_rate"]`
 (segmenter) or `FULL["unet_learning_rate"]` (U-Net).
 
-Run:  python benchmarks/lr_sweep.py                        (both networks, 3 rates, FULL["steps"] steps)
+Run:  python benchmarks/lr_sweep.py                        (both networks, 3 rates each)
       python benchmarks/lr_sweep.py --networks unet --rates 1e-3 3e-3 --steps 100
 """
 
@@ -22,17 +22,10 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import keras  # noqa: E402
 
-from keras_hyperbolic.models import BaselineUNet, HyperbolicSegmenter  # noqa: E402
 from keras_hyperbolic.tasks import video_training  # noqa: E402
-from keras_hyperbolic.tasks.video_segmentation import FULL, make_video  # noqa: E402
+from keras_hyperbolic.tasks.video_segmentation import FULL, build_network, make_video  # noqa: E402
 
 NETWORKS = ("hyperbolic", "unet")
-
-
-def build(network):
-    if network == "hyperbolic":
-        return HyperbolicSegmenter.from_preset(FULL["preset"], num_classes=2)
-    return BaselineUNet(num_classes=2, rank=3, filters=FULL["unet_filters"], levels=2)
 
 
 def main():
@@ -48,7 +41,7 @@ def main():
     for network in args.networks:
         for rate in args.rates:
             keras.utils.set_random_seed(0)
-            model = build(network)
+            model = build_network(network)
             model.build((None,) + video.shape)
             with tempfile.TemporaryDirectory() as run_dir:
                 run = video_training.train_for_steps(model, (video, masks, weights), args.steps,

@@ -54,6 +54,14 @@ def make_video(settings=None, seed=0):
                             seed=seed)
 
 
+def build_network(name, settings=None):
+    """The main job's "hyperbolic" segmenter or "unet" baseline, sized by `settings` (`FULL`)."""
+    settings = FULL if settings is None else settings
+    if name == "hyperbolic":
+        return HyperbolicSegmenter.from_preset(settings["preset"], num_classes=2)
+    return BaselineUNet(num_classes=2, rank=3, filters=settings["unet_filters"], levels=2)
+
+
 def train_video_segmentation(
     output="outputs/video_segmentation",
     epochs=None,
@@ -107,11 +115,9 @@ def train_video_segmentation(
         print(f"video {video.shape}, digits {data['digits']}, labelled frames {labelled} of "
               f"{len(video)}, foreground {100 * masks.mean():.1f}% of pixels")
 
-    networks = {"hyperbolic": HyperbolicSegmenter.from_preset(settings["preset"], num_classes=2)}
+    networks = {name: build_network(name, settings)
+                for name in (("hyperbolic", "unet") if train_unet else ("hyperbolic",))}
     rates = {"hyperbolic": settings["learning_rate"], "unet": settings["unet_learning_rate"]}
-    if train_unet:
-        networks["unet"] = BaselineUNet(num_classes=2, rank=3, filters=settings["unet_filters"],
-                                        levels=2)
     metrics = {"settings": settings, "labelled_frames": list(labelled),
                "onednn": runtime.onednn_enabled()}
     predictions = {}
