@@ -23,8 +23,10 @@ import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# oneDNN on before TensorFlow is imported, unless the user chose (keras_hyperbolic.runtime).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from keras_hyperbolic import runtime  # noqa: E402  (imports no TensorFlow)
+
+# oneDNN on before TensorFlow is imported, unless the user chose.
+runtime.prefer_onednn()
 
 
 def main():

@@ -14,11 +14,12 @@ Run:  python benchmarks/lr_sweep.py                        (both networks, 3 rat
 
 import argparse
 import json
-import os
 import tempfile
 
-# oneDNN on before TensorFlow is imported, unless the user chose (keras_hyperbolic.runtime).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from keras_hyperbolic import runtime  # imports no TensorFlow
+
+# oneDNN on before TensorFlow is imported, unless the user chose.
+runtime.prefer_onednn()
 
 import keras  # noqa: E402
 

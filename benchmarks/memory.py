@@ -8,10 +8,10 @@ Run:  python benchmarks/memory.py                       (2D, depths 4..64; ~10 m
       python benchmarks/memory.py --quick               (tiny, seconds; a smoke test)
 """
 
-import os
+from keras_hyperbolic import runtime  # imports no TensorFlow
 
-# oneDNN on before TensorFlow is imported, unless the user chose (keras_hyperbolic.runtime).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# oneDNN on before TensorFlow is imported, unless the user chose.
+runtime.prefer_onednn()
 
 from keras_hyperbolic.tasks import memory_benchmark  # noqa: E402
 

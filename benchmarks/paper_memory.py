@@ -45,9 +45,11 @@ import json
 import os
 import sys
 
-# oneDNN on before TensorFlow is imported, unless the user chose (keras_hyperbolic.runtime);
-# the workers inherit it (keras_hyperbolic.profiling.run_worker).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from keras_hyperbolic import runtime  # imports no TensorFlow
+
+# oneDNN on before TensorFlow is imported, unless the user chose; the workers inherit it
+# (keras_hyperbolic.profiling.run_worker).
+runtime.prefer_onednn()
 
 PAPER_TABLE_1 = {"reversible_mb": 528, "plain_mb": 3693, "reversible_states": 3}
 IUNET_README = {5: 26.8, 10: 18.4, 20: 13.8, 30: 12.2}

@@ -16,9 +16,11 @@ Run:  python benchmarks/peak_tensors.py                          (lensink_video,
 
 import argparse
 import json
-import os
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # the allocator keeps statistics only with oneDNN
+from keras_hyperbolic import runtime  # imports no TensorFlow
+
+# oneDNN on before TensorFlow is imported, unless the user chose: allocator statistics need it.
+runtime.prefer_onednn()
 
 
 def main(argv=None):

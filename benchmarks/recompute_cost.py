@@ -23,17 +23,17 @@ Run:  python benchmarks/recompute_cost.py
 
 import argparse
 import json
-import os
 import statistics
 import time
 
-# oneDNN on before TensorFlow is imported, unless the user chose (keras_hyperbolic.runtime).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from keras_hyperbolic import runtime  # imports no TensorFlow
+
+# oneDNN on before TensorFlow is imported, unless the user chose.
+runtime.prefer_onednn()
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_hyperbolic import runtime  # noqa: E402
 from keras_hyperbolic.models import HyperbolicSegmenter, get_preset  # noqa: E402
 
 

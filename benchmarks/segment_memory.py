@@ -15,10 +15,11 @@ Run:  python benchmarks/segment_memory.py --budget 1024          (a few minutes 
 
 import argparse
 import json
-import os
 
-# Before TensorFlow (imported by the package): allocator statistics need oneDNN on.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from keras_hyperbolic import runtime  # imports no TensorFlow
+
+# oneDNN on before TensorFlow is imported, unless the user chose: allocator statistics need it.
+runtime.prefer_onednn()
 
 
 def main(argv=None):

@@ -3,17 +3,21 @@
 TensorFlow turns its oneDNN CPU path on by default only on CPUs with
 AVX-512-class features. On AVX2-only CPUs (many AMD servers and laptops) it is
 off: 3D convolutions run on slower kernels (one training step of the main
-job's network: 5.4 s off against 1.1 s on, on a 2-core AMD EPYC) and the CPU
-allocator keeps no memory statistics. The switch, `TF_ENABLE_ONEDNN_OPTS`, is
-read once, when TensorFlow is imported, so:
+job's network on its earlier 16 x 64 x 64 x 3 video: 2.29 s off against 0.84 s
+on, 2.7x, on a 2-core AMD EPYC with AVX2 and FMA and no AVX-512, measured by
+`benchmarks/onednn_speed.py`) and the CPU allocator keeps no memory
+statistics. The switch, `TF_ENABLE_ONEDNN_OPTS`, is read once, when TensorFlow
+is imported, so:
 
-- where the package owns the process (the `keras-hyperbolic` command, the
-  examples, the benchmarks) it sets `TF_ENABLE_ONEDNN_OPTS=1` before
-  TensorFlow is imported, unless the user set a value of their own;
+- where the package owns the process (the `keras-hyperbolic` command's
+  `main()`, the examples, the benchmarks) it calls `prefer_onednn()` before
+  TensorFlow is imported, which sets `TF_ENABLE_ONEDNN_OPTS=1` unless the user
+  set a value of their own;
 - where TensorFlow is already imported (a library user's process) it only
   warns, once, when training runs on a CPU with oneDNN off.
 
-This module imports nothing heavy: it runs before TensorFlow is imported.
+This module imports nothing heavy, nor does `import keras_hyperbolic`: a
+script may import the package, call `prefer_onednn()`, then TensorFlow.
 """
 
 import os
@@ -21,9 +25,10 @@ import sys
 import warnings
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
-COMMAND_NAME = "keras-hyperbolic"
-#: One training step of the main job's 3D network, oneDNN off / on (2-core AMD EPYC, AVX2).
-MEASURED_SPEEDUP = 4.7
+#: One training step of the main job's 3D network (16 x 64 x 64 x 3 video), oneDNN off / on:
+#: 2.29 s / 0.84 s on a 2-core AMD EPYC (AVX2 and FMA, no AVX-512), benchmarks/onednn_speed.py.
+MEASURED_SPEEDUP = 2.7
+MEASURED_ON = "a 2-core AMD EPYC (AVX2, no AVX-512)"
 
 _warned = False
 
@@ -46,12 +51,6 @@ def configure_command_process():
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     prefer_onednn()
-
-
-def launched_as_command():
-    """True when this process is the `keras-hyperbolic` console script."""
-    argv = getattr(sys, "argv", None) or [""]
-    return os.path.basename(argv[0]) == COMMAND_NAME
 
 
 def onednn_enabled():
@@ -77,11 +76,12 @@ def warn_if_onednn_off():
         return
     warnings.warn(
         "TensorFlow's oneDNN CPU path is off in this process (its default on CPUs without "
-        "AVX-512): 3D convolutions run about "
-        f"{MEASURED_SPEEDUP:g}x slower (measured on one training step of the main job's "
-        "network) and CPU memory statistics are unavailable. Set the environment variable "
-        f"{ONEDNN_VARIABLE}=1 before TensorFlow is imported (e.g. `export {ONEDNN_VARIABLE}=1`); "
-        "the keras-hyperbolic command, the examples and the benchmarks do this themselves.",
+        f"AVX-512): 3D convolutions run about {MEASURED_SPEEDUP:g}x slower (measured on one "
+        f"training step of the main job's network, on {MEASURED_ON}) and CPU memory "
+        f"statistics are unavailable. Set the environment variable {ONEDNN_VARIABLE}=1 before "
+        f"TensorFlow is imported (e.g. `export {ONEDNN_VARIABLE}=1`, or call "
+        "keras_hyperbolic.runtime.prefer_onednn() first); the keras-hyperbolic command, the "
+        "examples and the benchmarks do this themselves.",
         RuntimeWarning,
         stacklevel=3,
     )

@@ -16,7 +16,6 @@ and a `stats` dict `{"mean": m, "std": s}` that undoes the normalisation
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from keras_hyperbolic.validation import check_positive_int, invalid
 
@@ -35,6 +34,8 @@ def _check_fraction(test_fraction):
 
 def _resize(images, size):
     """Bilinear (antialiased) resize of `(n, h, w)` images in [0, 1] to `(n, size, size, 1)`."""
+    import tensorflow as tf  # here: `keras_hyperbolic.data` (the readers of `segment`) stays light
+
     x = tf.convert_to_tensor(images[..., None], dtype=tf.float32)
     x = tf.image.resize(x, (size, size), method="bilinear", antialias=True)
     return np.clip(x.numpy(), 0.0, 1.0).astype(np.float32)
