@@ -1,6 +1,7 @@
 """The `keras-hyperbolic` command: train the package's tasks, export, benchmark, inspect.
 
-    keras-hyperbolic train video-segmentation --epochs 300 --output outputs/video --export saved_models
+    keras-hyperbolic train video-segmentation --steps 300 --output outputs/video --export saved_models
+    keras-hyperbolic train vae-digits --epochs 30
     keras-hyperbolic export model.keras --saved-model saved_models --name segmenter
     keras-hyperbolic export model.keras --tflite model.tflite --quantize dynamic
     keras-hyperbolic benchmark memory --quick
@@ -9,19 +10,23 @@
     keras-hyperbolic demo-data demo && keras-hyperbolic segment demo/video.gif --labels demo/labels --out seg
 
 `train` runs the functions of `keras_hyperbolic.tasks` (inside the installed
-package). The command turns TensorFlow's oneDNN CPU path on unless the user
-set `TF_ENABLE_ONEDNN_OPTS` (see `keras_hyperbolic.runtime`). Every command
-checks its arguments (task names, files, directories) before it writes
-anything; a bad model file is a one-line error naming the file and the reason.
+package); its flags come from what each task declares (`Task.unit`,
+`Task.options`). `main()` turns TensorFlow's oneDNN CPU path on unless the user
+set `TF_ENABLE_ONEDNN_OPTS` (see `keras_hyperbolic.runtime`), however the
+command is started (`keras-hyperbolic`, `python -m keras_hyperbolic.cli`).
+This module imports no TensorFlow: each command imports what it needs, so
+`--help` and bad arguments answer at once. Every command checks its arguments
+(task names, files, directories) before it writes anything; a bad model file is
+a one-line error naming the file and the reason.
 """
 
 import argparse
-import inspect as pyinspect
 import os
 import sys
 import zipfile
 
-from keras_hyperbolic.tasks import TASKS, run_task
+from keras_hyperbolic import runtime
+from keras_hyperbolic.tasks import TASKS, UNITS, run_task
 
 PROG = "keras-hyperbolic"
 
@@ -33,26 +38,58 @@ class CommandError(Exception):
 # === Train ===
 
 
+def _declared_options():
+    """Every option some task declares, once each: `{flag: (option, [task names])}`."""
+    declared = {}
+    for name, task in TASKS.items():
+        for option in task.options:
+            known, names = declared.setdefault(option.cli_flag, (option, []))
+            if known != option:
+                raise ValueError(f"tasks declare two different options {option.cli_flag}: "
+                                 f"{known} and {option}")
+            names.append(name)
+    return declared
+
+
+def _option_dest(option):
+    return "task_option_" + option.name
+
+
+def _task_options(args, task):
+    """The keyword arguments of `task`'s function from the command line, checked first."""
+    options = {}
+    for unit in UNITS:
+        value = getattr(args, unit)
+        if value is None:
+            continue
+        if unit != task.unit:
+            raise CommandError(f"the task {args.task} counts {task.unit}: give --{task.unit}, "
+                               f"not --{unit}")
+        if value < 1:
+            raise CommandError(f"--{unit} must be >= 1, got {value}")
+        options[unit] = value
+    for flag, (option, _) in _declared_options().items():
+        value = getattr(args, _option_dest(option))
+        if value is None:
+            continue
+        if option not in task.options:
+            offered = ", ".join(o.cli_flag for o in task.options) or "none"
+            raise CommandError(f"the task {args.task} has no {flag} option (its options: "
+                               f"{offered})")
+        if option.positive and value <= 0:
+            raise CommandError(f"{flag} must be > 0, got {value}")
+        options[option.name] = value
+    return options
+
+
 def cmd_train(args):
     task = TASKS[args.task]
-    if args.epochs is not None and args.epochs < 1:
-        raise CommandError(f"--epochs must be >= 1, got {args.epochs}")
-    options = {}
-    if args.time_budget is not None:
-        if args.time_budget <= 0:
-            raise CommandError(f"--time-budget must be > 0 seconds, got {args.time_budget}")
-        if "time_budget" not in pyinspect.signature(task.load()).parameters:
-            raise CommandError(f"the task {args.task} has no --time-budget option")
-        options["time_budget"] = args.time_budget
-    if args.no_baseline:
-        if "train_unet" not in pyinspect.signature(task.load()).parameters:
-            raise CommandError(f"the task {args.task} trains no baseline (--no-baseline)")
-        options["train_unet"] = False
+    options = _task_options(args, task)
     if args.export is not None:
         _check_export_target(args.export, args.name or task.serving_name, args.version,
                              args.overwrite)
-    result = run_task(args.task, output=args.output, epochs=args.epochs, quick=args.quick,
-                      seed=args.seed, verbose=args.verbose, **options)
+    result = run_task(args.task, output=args.output, quick=args.quick, seed=args.seed,
+                      verbose=args.verbose, **options)
     if args.export is None:
         return 0
     from keras_hyperbolic.export import export_saved_model
@@ -80,12 +117,12 @@ def _load_keras(path, unsafe=False):
         raise CommandError(f"{path}: not a .keras file (the archive has no config.json)")
     import keras
 
-    import keras_hyperbolic.models  # noqa: F401  (registers the models for loading)
+    from keras_hyperbolic import load_model  # Keras's, with the package's classes registered
 
     if unsafe:  # the user trusts the file: also for copies made from its config later
         keras.config.enable_unsafe_deserialization()
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+        return load_model(path, compile=False, safe_mode=not unsafe)
     except ValueError as error:
         if "safe_mode" in str(error) or "lambda" in str(error).lower():
             raise CommandError(
@@ -172,14 +209,14 @@ def _export(model, name, args):
 
 
 def cmd_serving_config(args):
-    from keras_hyperbolic.export.serving_config import (
+    if not os.path.isdir(args.base_dir):
+        raise CommandError(f"no such directory: {args.base_dir}")
+    from keras_hyperbolic.export.serving_config import (  # imports TensorFlow
         served_models,
         write_batching_config,
         write_models_config,
     )
 
-    if not os.path.isdir(args.base_dir):
-        raise CommandError(f"no such directory: {args.base_dir}")
     names = served_models(args.base_dir)
     if not names:
         raise CommandError(f"no <name>/<version>/saved_model.pb under {args.base_dir}")
@@ -414,8 +451,10 @@ def _add_segment_parsers(commands):
     segment.add_argument("--export", default=None, metavar="DIR",
                          help="also export the model as a TF Serving SavedModel under DIR")
     segment.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    rates = DEFAULTS["learning_rate"]
     segment.add_argument("--learning-rate", type=float, default=None,
-                         help="Adam's rate (default 1e-2 hyperbolic, 3e-3 unet)")
+                         help="Adam's rate (default: " + ", ".join(
+                             f"{rate:g} {network}" for network, rate in rates.items()) + ")")
     segment.add_argument("--fps", type=int, default=DEFAULTS["fps"],
                          help="frames per second of the overlay animation")
     _add_seed_and_verbose(segment)
@@ -438,30 +477,21 @@ def _add_segment_parsers(commands):
 # === Parser ===
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Train, export, benchmark and inspect keras_hyperbolic models.",
-        epilog="Run `keras-hyperbolic <command> --help` for each command's options.",
-    )
-    commands = parser.add_subparsers(dest="command", metavar="command")
-    commands.required = True
-
+def _add_train_parser(commands):
     train = commands.add_parser(
         "train", help="train one of the package's tasks on real data",
         description="Train one of the package's tasks (keras_hyperbolic.tasks) with Keras "
-        "progress bars; optionally export the trained model as a TF Serving SavedModel.",
-        epilog="Tasks:\n" + "\n".join(f"  {n}: {t.description}" for n, t in TASKS.items()),
+        "progress bars; optionally export the trained model as a TF Serving SavedModel. "
+        "Each task counts epochs or steps and takes the options listed with it below.",
+        epilog="Tasks:\n" + "\n".join(_task_line(n, t) for n, t in TASKS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("task", choices=sorted(TASKS), metavar="task",
                        help="one of: " + ", ".join(sorted(TASKS)))
-    train.add_argument("--epochs", "--steps", dest="epochs", type=int, default=None,
-                       help="training epochs (the video tasks: steps over the one video); "
-                       "default: the task's")
-    train.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                       help="video tasks: stop training after this many seconds (default: "
-                       "never; the summary says when it cut training)")
+    for unit in UNITS:
+        counting = [n for n, t in TASKS.items() if t.unit == unit]
+        train.add_argument(f"--{unit}", type=int, default=None,
+                           help=f"training {unit} of {', '.join(counting)} (default: the task's)")
     train.add_argument("--output", default=None,
                        help="directory for the task's outputs (default outputs/<task>)")
     train.add_argument("--export", default=None, metavar="DIR",
@@ -470,11 +500,25 @@ def build_parser():
     train.add_argument("--version", type=int, default=None, help="version when exporting")
     train.add_argument("--overwrite", action="store_true", help="replace an existing version")
     train.add_argument("--quick", action="store_true", help="the task's CI-sized run (seconds)")
-    train.add_argument("--no-baseline", action="store_true",
-                       help="skip the baseline network where the task trains one")
+    for flag, (option, names) in _declared_options().items():
+        text = f"{', '.join(names)}: {option.help} (default: {option.default})"
+        if option.type is bool:
+            train.add_argument(flag, dest=_option_dest(option), action="store_const",
+                               const=option.value, default=None, help=text)
+        else:
+            train.add_argument(flag, dest=_option_dest(option), type=option.type,
+                               default=None, metavar=option.metavar or option.name.upper(),
+                               help=text)
     _add_seed_and_verbose(train)
     train.set_defaults(handler=cmd_train)
 
+
+def _task_line(name, task):
+    flags = [f"--{task.unit}"] + [option.cli_flag for option in task.options]
+    return f"  {name}: {task.description}\n    flags: {', '.join(flags)}"
+
+
+def _add_export_parser(commands):
     export = commands.add_parser(
         "export", help="export a .keras model as a SavedModel or a .tflite file",
         description="Export a .keras model: a versioned TF Serving SavedModel (signatures, "
@@ -499,6 +543,8 @@ def build_parser():
                         "file, e.g. lambdas): only for files you trust")
     export.set_defaults(handler=cmd_export)
 
+
+def _add_serving_and_benchmark_parsers(commands):
     config = commands.add_parser(
         "serving-config", help="(re)write models.config for a SavedModel directory",
         description="Write models.config (every model found) and batching.config in DIR. "
@@ -520,11 +566,13 @@ def build_parser():
         "blocks: plain autodiff, keras.remat and the memory-efficient ReversibleSequence "
         "(keras_hyperbolic.tasks.memory_benchmark; each configuration in its own process).",
     )
-    from keras_hyperbolic.tasks.memory_benchmark import argument_parser
+    from keras_hyperbolic.tasks.memory_benchmark import argument_parser  # argparse only
 
     argument_parser(memory)
     memory.set_defaults(handler=cmd_benchmark_memory)
 
+
+def _add_inspect_parser(commands):
     inspect = commands.add_parser(
         "inspect", help="signatures, shapes, parameters and memory of a model",
         description="Inspect a SavedModel directory (a version, a model or a base directory "
@@ -538,11 +586,29 @@ def build_parser():
     inspect.add_argument("--unsafe", action="store_true",
                          help="load a .keras with Keras's safe mode off (only for trusted files)")
     inspect.set_defaults(handler=cmd_inspect)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train, export, benchmark and inspect keras_hyperbolic models.",
+        epilog="Run `keras-hyperbolic <command> --help` for each command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="command")
+    commands.required = True
+    _add_train_parser(commands)
+    _add_export_parser(commands)
+    _add_serving_and_benchmark_parsers(commands)
+    _add_inspect_parser(commands)
     _add_segment_parsers(commands)
     return parser
 
 
 def main(argv=None):
+    """Runs the command line `argv` (default: the process's); returns the exit status."""
+    # First, before any command imports TensorFlow: oneDNN on and TensorFlow's C++ info
+    # logs off, unless the user set either (read once, when TensorFlow is imported).
+    runtime.configure_command_process()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,6 +1,8 @@
 """The `keras-hyperbolic` command: --help everywhere, train/export/inspect/serving-config,
-benchmark forwarding, and clear errors that leave the disk untouched."""
+benchmark forwarding, each task's flags built from what it declares, and clear errors that leave
+the disk untouched."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,7 +16,9 @@ import tensorflow as tf
 
 from keras_hyperbolic import cli
 from keras_hyperbolic.profiling import memory_estimate
-from keras_hyperbolic.tasks import memory_benchmark
+from keras_hyperbolic.tasks import NO_BASELINE, TASKS, TIME_BUDGET, Option, Task, memory_benchmark
+from keras_hyperbolic.tasks import run_task
+from keras_hyperbolic.tasks.segment import DEFAULTS as SEGMENT_DEFAULTS
 from keras_hyperbolic.export.serving_config import read_models_config
 from keras_hyperbolic.models import HyperbolicSegmenter
 
@@ -162,11 +166,11 @@ def test_benchmark_memory_forwards_options(monkeypatch, capsys):
 def test_train_quick_task_and_export(tmp_path, capsys):
     output, served = str(tmp_path / "out"), str(tmp_path / "served")
     status, out, err = _run(["train", "video-segmentation", "--quick", "--no-baseline",
-                             "--epochs", "2", "--output", output, "--export", served], capsys)
+                             "--output", output, "--export", served], capsys)
     assert status == 0, err
     with open(os.path.join(output, "metrics.json")) as handle:
         metrics = json.load(handle)
-    assert metrics["hyperbolic"]["steps"] == 2
+    assert metrics["hyperbolic"]["steps"] == metrics["settings"]["steps"]
     assert metrics["hyperbolic"]["stopped_by_time_budget"] is False
     assert "unet" not in metrics
     version = os.path.join(served, "video_segmenter", "1")
@@ -177,28 +181,127 @@ def test_train_quick_task_and_export(tmp_path, capsys):
 def test_time_budget_cut_is_reported(tmp_path, capsys):
     output = str(tmp_path / "out")
     status, out, err = _run(["train", "video-segmentation", "--quick", "--no-baseline",
-                             "--epochs", "6", "--time-budget", "1e-6", "--output", output],
-                            capsys)
+                             "--time-budget", "1e-6", "--output", output], capsys)
     assert status == 0, err
     with open(os.path.join(output, "metrics.json")) as handle:
         metrics = json.load(handle)
+    planned = metrics["settings"]["steps"]
+    assert planned > 1
     assert metrics["hyperbolic"]["steps"] == 1  # the budget is checked after each step
     assert metrics["hyperbolic"]["stopped_by_time_budget"] is True
-    assert "STOPPED BY THE TIME BUDGET after 1 of 6 steps" in out
+    assert f"STOPPED BY THE TIME BUDGET after 1 of {planned} steps" in out
     assert "NOTE: hyperbolic was cut by the time budget" in out
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["train", "irevnet-digits", "--time-budget", "10"], "no --time-budget option"),
-    (["train", "flow-digits", "--no-baseline"], "trains no baseline"),
-    (["train", "video-segmentation", "--time-budget", "0"], "--time-budget must be > 0"),
-    (["train", "vae-digits", "--epochs", "0"], "--epochs must be >= 1"),
+    (["train", "irevnet-digits", "--time-budget", "10"],
+     "the task irevnet-digits has no --time-budget option (its options: none)"),
+    (["train", "iunet-segmentation", "--no-baseline"],
+     "the task iunet-segmentation has no --no-baseline option (its options: --time-budget)"),
+    (["train", "video-segmentation", "--time-budget", "0"], "--time-budget must be > 0, got 0"),
+    (["train", "vae-digits", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["train", "video-segmentation", "--steps", "0"], "--steps must be >= 1, got 0"),
+    (["train", "video-segmentation", "--epochs", "3"],
+     "the task video-segmentation counts steps: give --steps, not --epochs"),
+    (["train", "flow-digits", "--steps", "3"],
+     "the task flow-digits counts epochs: give --epochs, not --steps"),
 ])
 def test_task_options_refused_before_training(argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     status, _, err = _run(argv + ["--output", "out"], capsys)
-    assert status == 2 and message in err
+    assert status == 2 and message in err, err
     assert os.listdir(tmp_path) == []
+
+
+# === Each task's flags come from its declaration ===
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Every task function replaced by a recorder: the CLI's mapping without training."""
+    seen = []
+
+    def record(output, **kwargs):
+        seen.append((output, kwargs))
+        return {"model": None, "metrics": {}, "model_path": None}
+
+    monkeypatch.setattr(Task, "load", lambda self: record)
+    return seen
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["train", "video-segmentation", "--steps", "7", "--no-baseline", "--time-budget", "2.5"],
+     {"steps": 7, "train_unet": False, "time_budget": 2.5}),
+    (["train", "iunet-segmentation", "--steps", "4"], {"steps": 4}),
+    (["train", "vae-digits", "--epochs", "2"], {"epochs": 2}),
+    (["train", "flow-digits"], {}),  # no count given: the task's default
+])
+def test_train_passes_the_declared_count_and_options(argv, expected, calls, capsys):
+    status, _, err = _run(argv + ["--quick", "--seed", "5", "--verbose", "0", "--output", "o"],
+                          capsys)
+    assert status == 0, err
+    assert calls == [("o", {"quick": True, "seed": 5, "verbose": 0, **expected})]
+
+
+def test_flags_follow_the_declarations(calls, monkeypatch, capsys):
+    """A task registered with its own option gets a flag; other tasks refuse the flag."""
+    monkeypatch.setenv("COLUMNS", "250")  # help lines unwrapped
+    rate = Option("learning_rate", float, "Adam's rate", default="1e-3", positive=True)
+    monkeypatch.setitem(TASKS, "stub-task", Task("stub", "train_stub", "stub", "a stub",
+                                                 unit="steps", options=(rate, NO_BASELINE)))
+    status, out, _ = _run(["train", "--help"], capsys)
+    assert status == 0
+    assert "stub-task: a stub\n    flags: --steps, --learning-rate, --no-baseline" in out
+    assert "stub-task: Adam's rate (default: 1e-3)" in out
+    status, _, err = _run(["train", "stub-task", "--steps", "3", "--learning-rate", "0.5",
+                           "--no-baseline", "--output", "o"], capsys)
+    assert status == 0, err
+    assert calls[-1][1] == {"quick": False, "seed": 0, "verbose": 1, "steps": 3,
+                            "learning_rate": 0.5, "train_unet": False}
+    status, _, err = _run(["train", "stub-task", "--learning-rate", "-1"], capsys)
+    assert status == 2 and "--learning-rate must be > 0, got -1.0" in err
+    status, _, err = _run(["train", "vae-faces", "--learning-rate", "0.5"], capsys)
+    assert status == 2 and "the task vae-faces has no --learning-rate option" in err
+    assert len(calls) == 1
+
+
+def test_every_task_declares_a_unit_and_options():
+    for name, task in TASKS.items():
+        assert task.unit == ("steps" if name.endswith("segmentation") else "epochs"), name
+        assert all(isinstance(option, Option) for option in task.options), name
+    assert TASKS["video-segmentation"].options == (TIME_BUDGET, NO_BASELINE)
+    with pytest.raises(ValueError, match="unit='frames'"):
+        Task("m", "f", "s", "d", unit="frames")
+
+
+def test_two_different_options_with_one_flag_are_refused(monkeypatch, capsys):
+    other = dataclasses.replace(TIME_BUDGET, type=int)
+    monkeypatch.setitem(TASKS, "stub-task", Task("stub", "f", "s", "d", options=(other,)))
+    with pytest.raises(ValueError, match="two different options --time-budget"):
+        cli.build_parser()
+
+
+def test_run_task_passes_the_count_under_its_unit(calls):
+    run_task("iunet-segmentation", steps=3, quick=True)
+    run_task("irevnet-digits", output="here", epochs=2)
+    assert calls == [("outputs/iunet_segmentation", {"quick": True, "seed": 0, "verbose": 1,
+                                                     "steps": 3}),
+                     ("here", {"quick": False, "seed": 0, "verbose": 1, "epochs": 2})]
+    with pytest.raises(ValueError, match="counts steps; pass `steps=` instead"):
+        run_task("video-segmentation", epochs=3)
+    with pytest.raises(ValueError, match="counts epochs; pass `epochs=` instead"):
+        run_task("vae-digits", steps=3)
+    with pytest.raises(ValueError, match="name='nope'"):
+        run_task("nope")
+    assert len(calls) == 2
+
+
+def test_segment_help_states_the_default_learning_rates(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "250")
+    status, out, _ = _run(["segment", "--help"], capsys)
+    assert status == 0
+    rates = SEGMENT_DEFAULTS["learning_rate"]
+    assert f"default: {rates['hyperbolic']:g} hyperbolic, {rates['unet']:g} unet" in out
 
 
 def _bad_model_files(directory):
@@ -256,8 +359,8 @@ def _command_onednn(env_value, tmp_path):
         env["TF_ENABLE_ONEDNN_OPTS"] = env_value
     output = str(tmp_path / f"out_{env_value}")
     completed = subprocess.run(
-        [CONSOLE_SCRIPT, "train", "video-segmentation", "--quick", "--no-baseline", "--epochs",
-         "1", "--verbose", "0", "--output", output],
+        [CONSOLE_SCRIPT, "train", "video-segmentation", "--quick", "--no-baseline",
+         "--verbose", "0", "--output", output],
         capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp_path))
     assert completed.returncode == 0, completed.stderr[-3000:]
     with open(os.path.join(output, "metrics.json")) as handle:
