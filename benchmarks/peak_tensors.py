@@ -7,7 +7,7 @@ largest first, in state-sized units (one float32 tensor of the network's
 full-resolution width at the input's spatial size), with the op that made each
 one. Buffers are forwarded between element-wise ops, so an allocation carries
 the name of the op that first made it, not of the value it holds at the peak.
-This is how the reversible floor of issue 14 was found (see README).
+This is how the reversible floor of issue 14 was found (see docs/benchmarks.md).
 
 Run:  python benchmarks/peak_tensors.py                          (lensink_video, 64 x 64 x 32 x 6)
       python benchmarks/peak_tensors.py --shape 96 96 64 6 --plain

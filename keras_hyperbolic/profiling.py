@@ -4,7 +4,7 @@ The peak comes from TensorFlow's allocator statistics for `CPU:0`
 (`tf.config.experimental.get_memory_info`, after `reset_memory_stats`). Where
 that is unavailable (TF built without oneDNN, or `TF_ENABLE_ONEDNN_OPTS=0`),
 the fallback is the peak resident set size of the process, which includes
-roughly 700 MB of TF runtime (DESIGN.md): compare such figures with each other,
+roughly 700 MB of TF runtime (docs/design.md, "TensorFlow and Keras facts"): compare them with each other,
 never with allocator figures.
 
 `live_tensor_peak` is the fragmentation-free counterpart: the peak of the
@@ -149,6 +149,7 @@ def run_worker(argv, timeout=1800, env=None):
 
 
 def megabytes(num_bytes):
+    """`num_bytes` in MiB (2**20 bytes), the unit of every printed memory figure."""
     return num_bytes / 2**20
 
 

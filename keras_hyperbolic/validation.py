@@ -17,24 +17,28 @@ def invalid(name, value, expected):
 
 
 def check_rank(rank, name="rank"):
+    """`rank` as an int: one of 1, 2, 3 (the number of spatial axes), not a bool."""
     if isinstance(rank, bool) or rank not in (1, 2, 3):
         raise invalid(name, rank, "one of 1, 2, 3 (the number of spatial axes)")
     return int(rank)
 
 
 def check_choice(value, choices, name):
+    """`value`, a string that is one of `choices`."""
     if not isinstance(value, str) or value not in choices:
         raise invalid(name, value, f"one of {sorted(choices)}")
     return value
 
 
 def check_positive_int(value, name, minimum=1):
+    """`value` as an int: an integer (not a bool) `>= minimum`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise invalid(name, value, f"an integer >= {minimum}")
     return int(value)
 
 
 def check_positive_float(value, name):
+    """`value` as a float: a real number (not a bool) `> 0`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise invalid(name, value, "a positive number")
     return float(value)

@@ -189,7 +189,7 @@ def test_model_invalid_arguments():
 
 # (trainable, count_params()) as built; count_params also counts the batch
 # norms' moving statistics. The thesis (Table 9) gives 181M for (a), 29M for (b):
-# (b) matches; (a) does not (see the README, "The papers, element by element").
+# (b) matches; (a) does not (see docs/papers.md).
 PRESET_COUNTS = {
     "irevnet_a": (48_352_456, 48_412_264),
     "irevnet_b": (29_201_104, 29_319_820),

@@ -9,7 +9,7 @@ HyperbolicSegmenter, InvertibleUNet and HyperbolicVAE.
   with Keras's LossScaleOptimizer, with finite losses and float32 weights.
 - Fixed bugs, formerly xfail(strict): HyperbolicVAE's projection under mixed_float16 (P stays
   float32), and expm orthogonal pooling (InvertibleUNet's default) under XLA.
-- jit_compile=True (XLA; `jit_compile="auto"` never turns XLA on for CPU, DESIGN.md): the
+- jit_compile=True (XLA; `jit_compile="auto"` never turns XLA on for CPU, docs/design.md): the
   XLA-compiled memory-efficient gradients equal eager plain autodiff within 1e-4 relative, and
   `fit(jit_compile=True)` gives the weights of `fit(jit_compile=False)` within 1e-4.
 """

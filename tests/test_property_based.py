@@ -9,7 +9,7 @@ A NaN/inf in one sample must not leak into the other samples of the batch (infer
 Fixed budget and seed: `derandomize=True` (examples derived from the test's source, so CI
 always tries the same cases), `max_examples` 15-30 per property, no deadline.
 
-NaN/inf behaviour (documented here and in .notes/README_distributed.md): nothing in the package
+NaN/inf behaviour (documented here and in docs/guides/scale-and-reliability.md): nothing in the package
 checks for or replaces non-finite values. They propagate through every layer into the output of
 their own sample (a circular/FFT convolution spreads one NaN over the whole sample), and in
 inference mode they never reach other samples of the batch. In training mode, batch

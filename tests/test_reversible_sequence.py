@@ -235,7 +235,7 @@ def test_mixed_precision_keeps_stream_float32_and_matches_plain():
     assert y.dtype == tf.float32
     # F/G compute in float16, so a float32 round-off in the stream can flip a
     # float16 rounding inside F/G: the round trip is good to ~1e-4, not 1e-7.
-    # (A float16 stream drifts to 0.135 after 24 blocks: DESIGN.md.)
+    # (A float16 stream drifts to 0.135 after 24 blocks: docs/design.md, "The memory engine".)
     rebuilt = efficient.inverse(y, training=True)
     assert np.linalg.norm(rebuilt - x) / np.linalg.norm(x) < 1e-3
     # Stated tolerance under mixed_float16: 1e-2 relative (float16 compute in F/G).

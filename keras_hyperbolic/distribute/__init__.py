@@ -50,7 +50,7 @@ and in the script::
         model = HyperbolicSegmenter(...)
         model.compile(optimizer="adam", loss=...)
     fit_distributed(model, dataset, epochs=10, strategy=strategy,
-                    checkpoint_dir="/shared/run1/ckpt")
+                    checkpoint_dir="/mnt/nfs/run1/ckpt")
 
 `checkpoint_dir` must be on storage every host can reach: the chief writes
 there, the other workers write throw-away copies (saving is a collective

@@ -9,7 +9,7 @@ called. `endpoints(model)` is what the SavedModel and TFLite exporters trace
 (with `training=False`); an endpoint's `tflite` flag says whether
 `export_tflite` includes it by default.
 
-Signatures of the package's models (documented in the README):
+Signatures of the package's models (documented in docs/guides/deployment.md):
 
 | family | signature | inputs | outputs |
 |---|---|---|---|

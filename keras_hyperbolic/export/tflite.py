@@ -2,7 +2,7 @@
 
 LiteRT's builtins cover convolutions (2D, 3D, transposed), but not
 `tf.linalg.expm`, matrix inverses, complex FFTs or `tf.roll`, and the pip
-runtimes have no Flex delegate (DESIGN.md). So the model's signatures are
+runtimes have no Flex delegate (docs/design.md, "TensorFlow and Keras facts"). So the signatures are
 traced inside `keras_hyperbolic.layers.pooling.constant_kernels()`: every
 invertible pooling then runs as one stride-2 convolution (and its transpose)
 with the constant kernel it returns from `constant_kernel()` (its learned

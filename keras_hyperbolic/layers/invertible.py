@@ -30,7 +30,7 @@ them from what it wraps.
 
 The reversible stream (the tensors passed between invertible layers) stays in
 the variable dtype (float32 under a `mixed_float16` policy), because inversion
-drifts badly in half precision (see DESIGN.md); sub-layers inside a block still
+drifts badly in half precision (docs/design.md, "The memory engine"); sub-layers in a block still
 compute in the policy's compute dtype. `compute_output_spec` reports that
 stream dtype, so symbolic and eager outputs agree.
 """

@@ -39,6 +39,7 @@ def _rank_class(base, name, rank, doc, signature):
     # What `help()` and Keras's argument capture see: the base's arguments but `rank`.
     __init__.__signature__ = signature
     __init__.__qualname__ = f"{name}.__init__"
+    __init__.__module__ = base.__module__
     cls = type(
         name,
         (base,),

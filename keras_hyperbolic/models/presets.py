@@ -35,7 +35,7 @@ The block counts per stage come from the down-sampling depths the thesis
 gives (`3j = 15, 27, 45` and `3j = 3, 21, 69, 285`, three layers a block);
 (b)'s agree with the reference code's `--nBlocks 6 16 72 6`. `irevnet_cifar`
 is the reference code's CIFAR-10 model (no squeeze, 3 channels zero-padded
-to 32, stages of 18 blocks). the README ("The papers, element by element") sets the parameter counts these
+to 32, stages of 18 blocks). docs/papers.md sets the parameter counts these
 presets build next to the thesis's.
 
 `lensink_mnist` is the VAE of section 6.2.1 (`HyperbolicVAE.from_preset`):

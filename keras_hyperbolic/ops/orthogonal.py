@@ -69,6 +69,7 @@ def cayley_parameter(q):
 
 
 def skew(theta):
+    """`theta - theta^T` over the last two axes: skew, so that its `expm` is orthogonal."""
     return theta - tf.linalg.matrix_transpose(theta)
 
 

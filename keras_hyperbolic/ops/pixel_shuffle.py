@@ -18,6 +18,7 @@ def _dims(x):
 
 
 def squeeze(x, rank):
+    """`(batch, *spatial, C)` -> `(batch, *spatial / 2, 2**rank * C)` (channel order: module docstring)."""
     x = tf.convert_to_tensor(x)
     if rank == 2:
         return tf.nn.space_to_depth(x, 2)
@@ -33,6 +34,7 @@ def squeeze(x, rank):
 
 
 def unsqueeze(y, rank):
+    """The inverse of `squeeze`: `(batch, *spatial, 2**rank * C)` -> `(batch, *spatial * 2, C)`."""
     y = tf.convert_to_tensor(y)
     if rank == 2:
         return tf.nn.depth_to_space(y, 2)

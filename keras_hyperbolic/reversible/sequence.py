@@ -5,7 +5,7 @@ that keeps only the stack's output. The gradient function walks the blocks
 from the top, and for each block calls `block.backward(y, dy)`, which rebuilds
 the block's input by inversion and returns the gradients (coupling blocks fuse
 the two: the function evaluations made while inverting are reused for the
-vector-Jacobian product). Why it is built this way (DESIGN.md, measured on TF 2.21):
+vector-Jacobian product). Why it is built this way (docs/design.md, "The memory engine"; measured on TF 2.21):
 
 - A custom gradient per block saves nothing: each closure keeps its output alive.
 - In graph mode the executor would run the whole inverse chain early (it does

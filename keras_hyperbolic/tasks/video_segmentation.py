@@ -28,7 +28,7 @@ from keras_hyperbolic.validation import check_positive_int
 
 FULL = {
     # 16 frames of 48 x 48 (labels on frames 1, 7, 15), 300 steps per network: the README's
-    # first command took about 7 minutes on 2 CPU cores, 14-16 at 64 x 64 (README, "Main job").
+    # first command took about 7 minutes on 2 CPU cores, 14-16 at 64 x 64 (docs/guides/networks.md, "The main job").
     "frames": 16, "height": 48, "width": 48, "steps": 300,
     # A sweep on this video (300 steps, seed 0; `benchmarks/lr_sweep.py` repeats it), segmenter
     # with HyperbolicBlock's default (weight) normalisation: 1e-3, 3e-3, 5e-3, 1e-2 reached

@@ -13,7 +13,7 @@ class PairPooling(InvertibleLayer):
 
     A leapfrog (hyperbolic) block carries `[Y_prev | Y_cur]` as one tensor with
     `2C` channels. Changing resolution must act on both states with the *same*
-    operator, so that the pair stays consistent (DESIGN.md); this wrapper
+    operator, so that the pair stays consistent (docs/design.md, "Conventions"); this wrapper
     splits the channels in half, applies `layer` (same weights) to each half
     and concatenates `[layer(Y_prev) | layer(Y_cur)]`. Its inverse does the same
     with `layer.inverse`. Pass an unpooling layer to up-sample a pair.
