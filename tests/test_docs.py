@@ -127,6 +127,10 @@ def canonical(module, name):
         return module, name
     if name in bindings(module):
         return bindings(module)[name]
+    if is_package(module):  # a lazy export (module `__getattr__`): defined in one of its modules
+        for sub in modules_of(module):
+            if not is_package(sub) and name in definitions(sub):
+                return sub, name
     raise LookupError(f"{module} has no attribute {name!r} (read from its source)")
 
 
@@ -213,11 +217,15 @@ def rendered_by(identifier):
     """`{(module, name): anchor id}` for what `::: identifier` renders (griffe, static reading).
 
     A module renders what it defines; a module with `__all__` renders those
-    names; an object path renders that object.
+    names that its source binds (a lazy export, served by `__getattr__`, is not
+    seen by griffe: its own page entry renders it); an object path renders that object.
     """
     if source_file(identifier) is not None:
         names = dunder_all(identifier)
-        if names is None:
+        if names is not None:
+            names = [n for n in names
+                     if n in definitions(identifier) or n in bindings(identifier)]
+        else:
             names = [n for n in definitions(identifier) if not n.startswith("_")]
         return {canonical(identifier, n): f"{identifier}.{n}" for n in names}
     module, _, name = identifier.rpartition(".")

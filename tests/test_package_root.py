@@ -113,6 +113,9 @@ def test_tasks_serve_their_functions():
     for task in tasks.TASKS.values():
         assert getattr(tasks, task.function) is task.load()
         assert task.function in dir(tasks)
+    # `__all__` is written out for tools that read the source: it names every lazy export.
+    assert set(tasks._LAZY) <= set(tasks.__all__)
+    assert all(hasattr(tasks, name) for name in tasks.__all__)
     with pytest.raises(AttributeError, match="has no attribute 'train_nothing'"):
         tasks.train_nothing  # noqa: B018
     out = _python("import sys\nfrom keras_hyperbolic.tasks import TASKS\n"
