@@ -26,7 +26,7 @@ def _code_lines(node):
 
 
 def long_functions(paths, root=PACKAGE, limit=LIMIT):
-    """`["path:line name (n lines)", ...]` of the functions in `paths` over `limit` lines of code."""
+    """`["path:line name (n lines)", ...]`: the functions in `paths` over `limit` lines."""
     found = []
     for path in paths:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

@@ -1,4 +1,4 @@
-"""Invertible Keras layers: poolings, reversible blocks and invertible convolutions."""
+"""Invertible Keras layers: poolings, reversible blocks, invertible convolutions, networks' own."""
 
 from keras_hyperbolic.layers.invertible import InvertibleLayer, check_invertible  # noqa: F401
 from keras_hyperbolic.layers.residual import ResidualFunction  # noqa: F401

@@ -1,4 +1,4 @@
-"""`ActiveChannels`: an invertible layer applied to the leading channels, the rest passed through."""
+"""`ActiveChannels`: an invertible layer on the leading channels, the rest passed through."""
 
 import keras
 import tensorflow as tf

@@ -265,6 +265,6 @@ class SegmentationServing(ClassificationServing):
     serving_family = "segmentation"
 
     def serving_endpoints(self, input_shape=None, dynamic_spatial=True, batch_size=None):
-        """As `ClassificationServing.serving_endpoints`; `dynamic_spatial` leaves spatial sizes free."""
+        """As `ClassificationServing.serving_endpoints`; `dynamic_spatial` frees spatial sizes."""
         return classification_endpoints(self, input_shape, dynamic_spatial, batch_size,
                                         multiple=self.input_multiple)
