@@ -21,6 +21,8 @@ FIXTURES = {
     "hyperbolic_segmenter": "HyperbolicSegmenter",
     "hyperbolic_vae": "HyperbolicVAE",
     "conv_flow": "ConvFlow",
+    # The networks' own layers, saved in a functional model from their old modules.
+    "network_layers": "Functional",
 }
 
 

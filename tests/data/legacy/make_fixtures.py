@@ -12,7 +12,10 @@ and batch-norm statistics are updated by one training-mode call.
 
 Run from the repository root:
 
-    PYTHONPATH=$PWD python tests/data/legacy/make_fixtures.py
+    PYTHONPATH=$PWD python tests/data/legacy/make_fixtures.py [NAME ...]
+
+(all fixtures without names). `network_layers` was written later than the
+others, by the code of commit e91d440 (before the move) with this script.
 """
 
 import os
@@ -59,12 +62,35 @@ def _conv_flow():
     return ConvFlow((4, 4, 1), levels=1, depth=1, num_bins=17), (4, 4, 1)
 
 
+def _network_layers():
+    # The networks' own layers in a functional model: the file names each layer's
+    # class and module (the model modules that defined them before issue 23).
+    from keras_hyperbolic import layers as khl
+    from keras_hyperbolic.models.conv_flow import ElementwiseAffine
+    from keras_hyperbolic.models.invertible_unet import (
+        ActiveChannels,
+        SplitDownsample,
+        UpsampleConcat,
+    )
+    from keras_hyperbolic.models.irevnet import ChannelZeroPadding, IRevNetBlock
+
+    inputs = keras.Input((4, 4, 2))
+    x = ElementwiseAffine()(inputs)
+    x = ChannelZeroPadding(4)(x)
+    x = IRevNetBlock(rank=2, normalization="layer")(x)
+    x = ActiveChannels(khl.AdditiveCoupling(rank=2, hidden_channels=4), active=4)(x)
+    x = SplitDownsample(2, 4, 2, khl.OrthogonalPooling2D())(x)
+    x = UpsampleConcat(2, 8, 2, khl.OrthogonalUnpooling2D())(x)
+    return keras.Model(inputs, x), (4, 4, 2)
+
+
 FIXTURES = {
     "irevnet": _irevnet,
     "invertible_unet": _invertible_unet,
     "hyperbolic_segmenter": _hyperbolic_segmenter,
     "hyperbolic_vae": _hyperbolic_vae,
     "conv_flow": _conv_flow,
+    "network_layers": _network_layers,
 }
 
 
@@ -101,6 +127,8 @@ def write(name):
 
 
 if __name__ == "__main__":
-    for fixture in FIXTURES:
+    import sys
+
+    for fixture in sys.argv[1:] or FIXTURES:
         write(fixture)
         print(fixture, os.path.getsize(os.path.join(HERE, f"{fixture}.keras")), "bytes")
