@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from keras_hyperbolic import layers as khl
 from keras_hyperbolic.layers.invertible import InvertibleLayer
-from keras_hyperbolic.models.invertible_unet import ActiveChannels
+from keras_hyperbolic.layers.active_channels import ActiveChannels
 from keras_hyperbolic.reversible import ReversibleSequence, match_gradients, record_inputs
 from layer_testing import relative_error
 

@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from keras_hyperbolic.models import IRevNet, get_preset
-from keras_hyperbolic.models.irevnet import ChannelZeroPadding, IRevNetBlock
+from keras_hyperbolic.layers.channel_zero_padding import ChannelZeroPadding
+from keras_hyperbolic.layers.irevnet_block import IRevNetBlock
 from keras_hyperbolic.ops.pixel_shuffle import squeeze
 from layer_testing import (
     assert_backward_matches_autodiff,

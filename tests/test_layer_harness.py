@@ -72,6 +72,24 @@ def _configurations():
          SAME[2], SAME[2]),
         ("leapfrog_velocity_to_velocity", khl.LeapfrogVelocity,
          {"h": 0.1, "direction": "to_velocity", "rank": 2}, SAME[2], SAME[2]),
+        ("elementwise_affine", khl.ElementwiseAffine, {}, SAME[2], SAME[2]),
+        # The layers of one network each (i-RevNet; iUNet's flat U).
+        ("irevnet_block", khl.IRevNetBlock, {"rank": 2}, SAME[2], SAME[2]),
+        ("irevnet_block_stride_2", khl.IRevNetBlock, {"rank": 2, "stride": 2},
+         pair_input, (2, 2, 2, 16)),
+        ("channel_zero_padding", khl.ChannelZeroPadding, {"channels": 6},
+         FINE[2], FINE[2][:-1] + (6,)),
+        ("active_channels", khl.ActiveChannels,
+         {"layer": keras.saving.serialize_keras_object(khl.Invertible1x1Conv()), "active": 2},
+         SAME[2], SAME[2]),
+        ("split_downsample", khl.SplitDownsample,
+         {"rank": 2, "channels": 4, "keep": 2,
+          "down": keras.saving.serialize_keras_object(khl.OrthogonalPooling2D())},
+         pair_input, (2, 2, 2, 16)),
+        ("upsample_concat", khl.UpsampleConcat,
+         {"rank": 2, "active": 8, "skip": 2,
+          "up": keras.saving.serialize_keras_object(khl.OrthogonalUnpooling2D())},
+         (2, 2, 2, 16), pair_input),
     ]
     return configs
 
@@ -153,4 +171,5 @@ def test_configurations_cover_every_public_layer():
               and name != "InvertibleLayer"}
     covered = {config[1].__name__ for config in CONFIGURATIONS}
     assert public - covered == set()
-    assert len(CONFIGURATIONS) == 36 + 12 + 3 + 2  # + LeapfrogVelocity, both directions
+    # + LeapfrogVelocity both directions, ElementwiseAffine, the i-RevNet and iUNet layers
+    assert len(CONFIGURATIONS) == 36 + 12 + 3 + 2 + 1 + 3 + 3

@@ -103,74 +103,18 @@ def make_digit_video(
     texture = check_choice(texture, TEXTURES, "texture")
     if not (isinstance(texture_zoom, (int, float)) and 0 < texture_zoom <= 4):
         raise invalid("texture_zoom", texture_zoom, "a number in (0, 4]")
-    if labelled_frames is None:
-        # The paper labels slices 5, 30, 69 of 72.
-        labelled_frames = tuple(sorted({min(frames - 1, round(s * frames / 72)) for s in (5, 30, 69)}))
-    else:
-        labelled_frames = tuple(int(f) for f in labelled_frames)
-        if not labelled_frames or any(f < 0 or f >= frames for f in labelled_frames):
-            raise invalid("labelled_frames", labelled_frames, f"frame indices in [0, {frames})")
+    labelled_frames = _check_labelled_frames(labelled_frames, frames)
 
+    # One generator, drawn in a fixed order (background, then digits): a seed gives one video.
     rng = np.random.default_rng(seed)
-    from skimage.transform import rescale
-
-    background = _texture(texture)
-    if texture_zoom != 1:
-        background = rescale(background, texture_zoom, order=1, anti_aliasing=True)
-    pan = rng.uniform(0.6, 1.2, size=2) * rng.choice([-1, 1], size=2)
-    span = np.abs(pan) * (frames - 1)
-    need = (height + int(np.ceil(span[0])) + 1, width + int(np.ceil(span[1])) + 1)
-    if background.shape[0] < need[0] or background.shape[1] < need[1]:
-        reps = (-(-need[0] // background.shape[0]), -(-need[1] // background.shape[1]))
-        background = np.tile(background, reps)
-    start = np.array(
-        [
-            rng.integers(0, background.shape[0] - need[0] + 1),
-            rng.integers(0, background.shape[1] - need[1] + 1),
-        ],
-        dtype=np.float64,
-    ) + np.where(pan < 0, span, 0.0)
-    tint = rng.uniform(0.7, 1.0, size=3).astype(np.float32)
-
-    sprites = _digit_sprites(num_digits, digit_size, rng)
-    # Dark or bright ink with a mild tint: bright digits compete with the
-    # texture's bright mortar lines, so shape and context matter, not colour alone.
-    grey = np.where(rng.random(num_digits) < 0.5, rng.uniform(0.05, 0.3, num_digits),
-                    rng.uniform(0.7, 0.95, num_digits))
-    colours = np.clip(grey[:, None] + rng.uniform(-0.12, 0.12, size=(num_digits, 3)), 0, 1)
-    colours = colours.astype(np.float32)
-    positions = np.stack(
-        [
-            rng.uniform(0, height - digit_size, size=num_digits),
-            rng.uniform(0, width - digit_size, size=num_digits),
-        ],
-        axis=1,
-    )
-    speed = rng.uniform(0.8, 1.8, size=num_digits)
-    angle = rng.uniform(0, 2 * np.pi, size=num_digits)
-    velocities = np.stack([speed * np.sin(angle), speed * np.cos(angle)], axis=1)
-
+    background = _PanningBackground(texture, texture_zoom, frames, (height, width), rng)
+    digits = _MovingDigits(num_digits, digit_size, (height, width), rng)
     video = np.empty((frames, height, width, 3), np.float32)
     instances = np.zeros((frames, height, width), np.int32)
     for t in range(frames):
-        top, left = np.round(start + pan * t).astype(int)
-        grey = background[top : top + height, left : left + width]
-        frame = grey[..., None] * tint
-        for index, ((ink, _), colour, position) in enumerate(zip(sprites, colours, positions)):
-            y, x = np.round(position).astype(int)
-            stroke = ink > 0.35  # exact mask: these pixels show the digit
-            patch = frame[y : y + digit_size, x : x + digit_size]
-            shade = (0.55 + 0.45 * ink[..., None]) * colour
-            patch[stroke] = shade[stroke]
-            instances[t, y : y + digit_size, x : x + digit_size][stroke] = index + 1
-        video[t] = frame
-        # Move and bounce off the borders.
-        positions += velocities
-        for axis, limit in ((0, height - digit_size), (1, width - digit_size)):
-            low = positions[:, axis] < 0
-            high = positions[:, axis] > limit
-            velocities[low | high, axis] *= -1
-            positions[:, axis] = np.clip(positions[:, axis], 0, limit)
+        video[t] = background.frame(t)
+        digits.draw(video[t], instances[t])
+        digits.move()
 
     weights = np.zeros((frames, height, width), np.float32)
     weights[list(labelled_frames)] = 1.0
@@ -179,9 +123,98 @@ def make_digit_video(
         "masks": (instances > 0).astype(np.int32),
         "instances": instances,
         "labelled_frames": labelled_frames,
-        "digits": tuple(label for _, label in sprites),
+        "digits": tuple(label for _, label in digits.sprites),
         "weights": weights,
     }
+
+
+def _check_labelled_frames(labelled_frames, frames):
+    if labelled_frames is None:
+        # The paper labels slices 5, 30, 69 of 72.
+        return tuple(sorted({min(frames - 1, round(s * frames / 72)) for s in (5, 30, 69)}))
+    labelled_frames = tuple(int(f) for f in labelled_frames)
+    if not labelled_frames or any(f < 0 or f >= frames for f in labelled_frames):
+        raise invalid("labelled_frames", labelled_frames, f"frame indices in [0, {frames})")
+    return labelled_frames
+
+
+class _PanningBackground:
+    """A tinted crop of a texture that pans by about one pixel per frame."""
+
+    def __init__(self, texture, zoom, frames, size, rng):
+        from skimage.transform import rescale
+
+        background = _texture(texture)
+        if zoom != 1:
+            background = rescale(background, zoom, order=1, anti_aliasing=True)
+        self.pan = rng.uniform(0.6, 1.2, size=2) * rng.choice([-1, 1], size=2)
+        span = np.abs(self.pan) * (frames - 1)
+        need = (size[0] + int(np.ceil(span[0])) + 1, size[1] + int(np.ceil(span[1])) + 1)
+        if background.shape[0] < need[0] or background.shape[1] < need[1]:
+            reps = (-(-need[0] // background.shape[0]), -(-need[1] // background.shape[1]))
+            background = np.tile(background, reps)
+        self.start = np.array(
+            [
+                rng.integers(0, background.shape[0] - need[0] + 1),
+                rng.integers(0, background.shape[1] - need[1] + 1),
+            ],
+            dtype=np.float64,
+        ) + np.where(self.pan < 0, span, 0.0)
+        self.tint = rng.uniform(0.7, 1.0, size=3).astype(np.float32)
+        self.background, self.size = background, size
+
+    def frame(self, t):
+        """Frame `t`, `(height, width, 3)` float32."""
+        top, left = np.round(self.start + self.pan * t).astype(int)
+        grey = self.background[top : top + self.size[0], left : left + self.size[1]]
+        return grey[..., None] * self.tint
+
+
+class _MovingDigits:
+    """Digit sprites with a colour each, moving at constant velocity and bouncing off the borders."""
+
+    def __init__(self, count, digit_size, size, rng):
+        self.sprites = _digit_sprites(count, digit_size, rng)
+        # Dark or bright ink with a mild tint: bright digits compete with the
+        # texture's bright mortar lines, so shape and context matter, not colour alone.
+        grey = np.where(rng.random(count) < 0.5, rng.uniform(0.05, 0.3, count),
+                        rng.uniform(0.7, 0.95, count))
+        colours = np.clip(grey[:, None] + rng.uniform(-0.12, 0.12, size=(count, 3)), 0, 1)
+        self.colours = colours.astype(np.float32)
+        self.positions = np.stack(
+            [
+                rng.uniform(0, size[0] - digit_size, size=count),
+                rng.uniform(0, size[1] - digit_size, size=count),
+            ],
+            axis=1,
+        )
+        speed = rng.uniform(0.8, 1.8, size=count)
+        angle = rng.uniform(0, 2 * np.pi, size=count)
+        self.velocities = np.stack([speed * np.sin(angle), speed * np.cos(angle)], axis=1)
+        self.digit_size, self.size = digit_size, size
+
+    def draw(self, frame, instances):
+        """Draws the digits into `frame` and their indices (+1) into `instances`, in place."""
+        d = self.digit_size
+        for index, ((ink, _), colour, position) in enumerate(
+            zip(self.sprites, self.colours, self.positions)
+        ):
+            y, x = np.round(position).astype(int)
+            stroke = ink > 0.35  # exact mask: these pixels show the digit
+            patch = frame[y : y + d, x : x + d]
+            shade = (0.55 + 0.45 * ink[..., None]) * colour
+            patch[stroke] = shade[stroke]
+            instances[y : y + d, x : x + d][stroke] = index + 1
+
+    def move(self):
+        """One frame's step, bouncing off the borders."""
+        self.positions += self.velocities
+        for axis in (0, 1):
+            limit = self.size[axis] - self.digit_size
+            low = self.positions[:, axis] < 0
+            high = self.positions[:, axis] > limit
+            self.velocities[low | high, axis] *= -1
+            self.positions[:, axis] = np.clip(self.positions[:, axis], 0, limit)
 
 
 def segmentation_iou(masks, predictions):

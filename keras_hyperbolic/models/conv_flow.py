@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_hyperbolic.layers.invertible import InvertibleLayer
+from keras_hyperbolic.layers.elementwise_affine import ElementwiseAffine
 from keras_hyperbolic.models.generative import GenerativeModel
 from keras_hyperbolic.validation import (
     check_choice,
@@ -34,41 +34,6 @@ from keras_hyperbolic.validation import (
 )
 
 POOLINGS = ("haar", "db2", "squeeze")
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class ElementwiseAffine(InvertibleLayer):
-    """`y = x * exp(log_scale) + shift` with a scale and shift per position and channel.
-
-    Circular convolutions are translation-equivariant, so a flow built only from
-    them gives every pixel position the same marginal; this layer (zero-initialised:
-    the identity) lets the flow model position-dependent statistics, like a
-    factorised per-pixel Gaussian does. `log_det_jacobian = sum(log_scale)`.
-
-    Input shape:
-        `(batch, *spatial, channels)`, fixed at build.
-
-    Output shape:
-        Same as the input.
-    """
-
-    def build(self, input_shape):
-        shape = tuple(input_shape[1:])
-        self.shift = self.add_weight(shape=shape, initializer="zeros", name="shift")
-        self.log_scale = self.add_weight(shape=shape, initializer="zeros", name="log_scale")
-        self.built = True
-
-    def call(self, x, training=None):
-        return x * tf.exp(self.log_scale) + self.shift
-
-    def _inverse(self, y, training=None):
-        return (y - self.shift) * tf.exp(-self.log_scale)
-
-    def _log_det_jacobian(self, x, training=None):
-        return tf.fill(tf.shape(x)[:1], tf.reduce_sum(self.log_scale))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")

@@ -4,8 +4,9 @@ import keras
 import tensorflow as tf
 
 from keras_hyperbolic import layers as khl
-from keras_hyperbolic.models.serving import SegmentationServing
 from keras_hyperbolic.layers.conv_by_rank import conv_class
+from keras_hyperbolic.models.preset_mixin import PresetMixin
+from keras_hyperbolic.models.serving import SegmentationServing
 from keras_hyperbolic.reversible import ReversibleSequence
 from keras_hyperbolic.validation import (
     check_choice,
@@ -94,7 +95,7 @@ def check_model_inputs(inputs, rank, multiple, steps, channels=None, name="input
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class HyperbolicSegmenter(SegmentationServing, keras.Model):
+class HyperbolicSegmenter(PresetMixin, SegmentationServing, keras.Model):
     """Fully hyperbolic encoder-decoder for dense prediction (segmentation), 1D/2D/3D.
 
     The network of Lensink, Peters & Haber: an opening convolution maps the
@@ -126,8 +127,10 @@ class HyperbolicSegmenter(SegmentationServing, keras.Model):
         kernel_size: kernel size of the blocks and of the opening convolution.
         hidden_channels: channels of each block's `K`; `None` uses the state's
             channels at that level.
-        normalization: normalisation inside each block ("layer", "batch",
-            "instance", "none").
+        normalization: normalisation inside each block: "layer" (the
+            segmenter's default), "weight" (`HyperbolicBlock`'s default,
+            which keeps `f'` symmetric negative semi-definite; the `video_cpu`
+            preset uses it), "batch", "instance" or "none".
         activation: activation inside each block.
         input_pooling_levels: fixed Haar transforms applied to the opened input
             before the hyperbolic part (the paper applies two 3D Haar steps to
@@ -304,18 +307,3 @@ class HyperbolicSegmenter(SegmentationServing, keras.Model):
         config = dict(config)
         config["units"] = [tuple(unit) for unit in config["units"]]
         return cls(**config)
-
-    @classmethod
-    def from_preset(cls, name, num_classes, **overrides):
-        """Builds the preset `name` (see `keras_hyperbolic.models.presets`), `overrides` applied."""
-        from keras_hyperbolic.models.presets import get_preset
-
-        preset = get_preset(name)
-        if preset["model"] != cls.__name__:
-            raise ValueError(
-                f"Invalid value for argument `name`: preset {name!r} is a {preset['model']}, "
-                f"not a {cls.__name__}."
-            )
-        config = preset["config"]
-        config.update(overrides)
-        return cls(num_classes=num_classes, **config)

@@ -25,6 +25,7 @@ import tensorflow as tf
 from keras_hyperbolic.layers.projection import Projection
 from keras_hyperbolic.layers.residual import check_normalization
 from keras_hyperbolic.models.generative import GenerativeModel
+from keras_hyperbolic.models.preset_mixin import PresetMixin
 from keras_hyperbolic.ops import statistics
 from keras_hyperbolic.optimizers import RoutedOptimizer
 from keras_hyperbolic.validation import (
@@ -137,7 +138,7 @@ def build_reversible_encoder(
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class HyperbolicVAE(GenerativeModel):
+class HyperbolicVAE(PresetMixin, GenerativeModel):
     """Reversible variational auto-encoder: a nonlinear truncated SVD.
 
     `F` (`encoder_network`) is a memory-efficient `ReversibleSequence` of
@@ -312,20 +313,8 @@ class HyperbolicVAE(GenerativeModel):
         self.seed_generator = keras.random.SeedGenerator(0)
         self.build((None,) + self.data_shape)
 
-    @classmethod
-    def from_preset(cls, name, **overrides):
-        """Builds the preset `name` (see `keras_hyperbolic.models.presets`), `overrides` applied."""
-        from keras_hyperbolic.models.presets import get_preset
-
-        preset = get_preset(name)
-        if preset["model"] != cls.__name__:
-            raise ValueError(
-                f"Invalid value for argument `name`: preset {name!r} is a {preset['model']}, "
-                f"not a {cls.__name__}."
-            )
-        config = {"input_shape": preset["input_shape"], **preset["config"]}
-        config.update(overrides)
-        return cls(**config)
+    #: Presets fix the data shape (`from_preset`, `PresetMixin`).
+    preset_arguments = ("input_shape",)
 
     @property
     def projection(self):

@@ -13,15 +13,11 @@ import keras
 import tensorflow as tf
 
 from keras_hyperbolic import layers as khl
+from keras_hyperbolic.layers.active_channels import ActiveChannels
+from keras_hyperbolic.layers.carried_skips import SplitDownsample, UpsampleConcat
 from keras_hyperbolic.layers.conv_by_rank import conv_class
-from keras_hyperbolic.layers.invertible import InvertibleLayer
+from keras_hyperbolic.models.hyperbolic_segmenter import check_model_inputs
 from keras_hyperbolic.models.serving import SegmentationServing
-from keras_hyperbolic.ops.pixel_shuffle import (
-    squeeze,
-    squeezed_shape,
-    unsqueeze,
-    unsqueezed_shape,
-)
 from keras_hyperbolic.reversible import ReversibleSequence
 from keras_hyperbolic.validation import (
     check_choice,
@@ -30,152 +26,8 @@ from keras_hyperbolic.validation import (
     check_rank,
     invalid,
 )
-from keras_hyperbolic.models.hyperbolic_segmenter import check_model_inputs
+
 DEFAULT_SPLIT = {1: 0.5, 2: 0.5, 3: 0.25}  # iUNet Remark 7: channels double per level
-
-
-# === Layers (the flat layout of the U) ===
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class ActiveChannels(InvertibleLayer):
-    """Applies an invertible layer to the first `active` channels; the rest pass through.
-
-    The Jacobian is block diagonal `[J_layer, I]`: the log-det, and what is
-    known about it, are the wrapped layer's.
-    """
-
-    def __init__(self, layer, active, **kwargs):
-        if isinstance(layer, dict):
-            layer = keras.saving.deserialize_keras_object(layer)
-        super().__init__(
-            is_constant_jacobian=layer.is_constant_jacobian,
-            is_volume_preserving=layer.is_volume_preserving,
-            **kwargs,
-        )
-        self.layer = layer
-        self.active = int(active)
-
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        if not self.layer.built:
-            self.layer.build(shape[:-1] + (self.active,))
-
-    def call(self, x, training=None):
-        a, rest = x[..., : self.active], x[..., self.active :]
-        return tf.concat([self.layer(a, training=training), rest], axis=-1)
-
-    def _inverse(self, y, training=None):
-        a, rest = y[..., : self.active], y[..., self.active :]
-        return tf.concat([self.layer.inverse(a, training=training), rest], axis=-1)
-
-    def _log_det_jacobian(self, x, training=None):
-        return self.layer.log_det_jacobian(x[..., : self.active], training=training)
-
-    def _backward(self, y, dy, training=None, dlog_det=None):
-        a, rest = y[..., : self.active], y[..., self.active :]
-        da, drest = dy[..., : self.active], dy[..., self.active :]
-        x, dx, pairs = self.layer.backward(a, da, training=training, dlog_det=dlog_det)
-        return tf.concat([x, rest], axis=-1), tf.concat([dx, drest], axis=-1), pairs
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(layer=keras.saving.serialize_keras_object(self.layer), active=self.active)
-        return config
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class SplitDownsample(InvertibleLayer):
-    """iUNet eq. (8), one step down: split `[y~ | c]`, `D(y~)` goes on, `c` is carried.
-
-    Input `[y (C) | passive (P)]` at level i; output at level i+1:
-    `[D(y~) | shuffle(c) | shuffle(passive)]` with `y~` the first `keep`
-    channels of `y`. The shuffle is a parameter-free reordering.
-    """
-
-    def __init__(self, rank, channels, keep, down, **kwargs):
-        if isinstance(down, dict):
-            down = keras.saving.deserialize_keras_object(down)
-        # The shuffle of the carried channels is a permutation: `down` decides.
-        super().__init__(
-            is_constant_jacobian=down.is_constant_jacobian,
-            is_volume_preserving=down.is_volume_preserving,
-            **kwargs,
-        )
-        self.rank, self.channels, self.keep, self.down = int(rank), int(channels), int(keep), down
-
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        if not self.down.built:
-            self.down.build(shape[:-1] + (self.keep,))
-
-    def compute_output_shape(self, input_shape):
-        return squeezed_shape(input_shape, self.rank)
-
-    def compute_input_shape(self, output_shape):
-        return unsqueezed_shape(output_shape, self.rank)
-
-    def call(self, x, training=None):
-        kept, rest = x[..., : self.keep], x[..., self.keep :]
-        return tf.concat([self.down(kept), squeeze(rest, self.rank)], axis=-1)
-
-    def _inverse(self, y, training=None):
-        width = self.keep * 2**self.rank
-        kept = self.down.inverse(y[..., :width])
-        return tf.concat([kept, unsqueeze(y[..., width:], self.rank)], axis=-1)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(rank=self.rank, channels=self.channels, keep=self.keep,
-                      down=keras.saving.serialize_keras_object(self.down))
-        return config
-
-
-@keras.saving.register_keras_serializable(package="keras_hyperbolic")
-class UpsampleConcat(InvertibleLayer):
-    """iUNet eq. (9), one step up: `concat(U(y), c)` with the carried skip `c` unshuffled.
-
-    Input `[y (A) | shuffle(c) (S) | rest]` at level i+1; output at level i:
-    `[U(y) | c | unshuffle(rest)]`. The inverse of `SplitDownsample`'s layout.
-    """
-
-    def __init__(self, rank, active, skip, up, **kwargs):
-        if isinstance(up, dict):
-            up = keras.saving.deserialize_keras_object(up)
-        # The unshuffle of the carried channels is a permutation: `up` decides.
-        super().__init__(
-            is_constant_jacobian=up.is_constant_jacobian,
-            is_volume_preserving=up.is_volume_preserving,
-            **kwargs,
-        )
-        self.rank, self.active, self.skip, self.up = int(rank), int(active), int(skip), up
-
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        if not self.up.built:
-            self.up.build(shape[:-1] + (self.active,))
-
-    def compute_output_shape(self, input_shape):
-        return unsqueezed_shape(input_shape, self.rank)
-
-    def compute_input_shape(self, output_shape):
-        return squeezed_shape(output_shape, self.rank)
-
-    def call(self, x, training=None):
-        y = x[..., : self.active]
-        rest = x[..., self.active :]
-        return tf.concat([self.up(y), unsqueeze(rest, self.rank)], axis=-1)
-
-    def _inverse(self, y, training=None):
-        width = self.active // 2**self.rank
-        a = self.up.inverse(y[..., :width])
-        return tf.concat([a, squeeze(y[..., width:], self.rank)], axis=-1)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(rank=self.rank, active=self.active, skip=self.skip,
-                      up=keras.saving.serialize_keras_object(self.up))
-        return config
 
 
 def level_channels(channels, levels, rank, split_fraction):
@@ -307,38 +159,7 @@ class InvertibleUNet(SegmentationServing, keras.Model):
 
         # === Layers ===
         conv = conv_class(self.rank)
-        pool = getattr(khl, f"OrthogonalPooling{self.rank}D")
-        unpool = getattr(khl, f"OrthogonalUnpooling{self.rank}D")
-
-        def couplings(c, side, level):
-            return [
-                ActiveChannels(
-                    khl.AdditiveCoupling(
-                        rank=self.rank, hidden_channels=self.hidden_channels,
-                        kernel_size=self.kernel_size, normalization=normalization,
-                        zero_init=True, name=f"{side}{level}_coupling{j}",
-                    ),
-                    active=c, name=f"{side}{level}_block{j}",
-                )
-                for j in range(self.blocks_per_level)
-            ]
-
-        stack = []
-        for level, (c, keep) in enumerate(self.layout):
-            stack += couplings(c, "left", level)
-            if keep is not None:
-                stack.append(SplitDownsample(
-                    self.rank, c, keep,
-                    pool(parametrization=self.parametrization, init="haar", name=f"down{level}"),
-                    name=f"split_down{level}"))
-        for level in reversed(range(self.levels)):
-            c, keep = self.layout[level]
-            if keep is not None:
-                stack.append(UpsampleConcat(
-                    self.rank, keep * 2**self.rank, c - keep,
-                    unpool(parametrization=self.parametrization, init="haar", name=f"up{level}"),
-                    name=f"up_concat{level}"))
-            stack += couplings(c, "right", level)
+        stack = self._flat_u()
         if not stack:
             raise invalid("blocks_per_level", blocks_per_level,
                           ">= 1 when levels == 1 (the network would be empty)")
@@ -351,6 +172,42 @@ class InvertibleUNet(SegmentationServing, keras.Model):
             conv(self.output_channels, 1, name="output_projection")
             if self.output_channels else None
         )
+
+    def _couplings(self, channels, side, level):
+        """The coupling blocks of one level and side, on the `channels` active channels."""
+        return [
+            ActiveChannels(
+                khl.AdditiveCoupling(
+                    rank=self.rank, hidden_channels=self.hidden_channels,
+                    kernel_size=self.kernel_size, normalization=self.normalization,
+                    zero_init=True, name=f"{side}{level}_coupling{j}",
+                ),
+                active=channels, name=f"{side}{level}_block{j}",
+            )
+            for j in range(self.blocks_per_level)
+        ]
+
+    def _flat_u(self):
+        """The invertible layers of the U in order: left side down, right side up (eqs. 8, 9)."""
+        pool = getattr(khl, f"OrthogonalPooling{self.rank}D")
+        unpool = getattr(khl, f"OrthogonalUnpooling{self.rank}D")
+        stack = []
+        for level, (c, keep) in enumerate(self.layout):
+            stack += self._couplings(c, "left", level)
+            if keep is not None:
+                stack.append(SplitDownsample(
+                    self.rank, c, keep,
+                    pool(parametrization=self.parametrization, init="haar", name=f"down{level}"),
+                    name=f"split_down{level}"))
+        for level in reversed(range(self.levels)):
+            c, keep = self.layout[level]
+            if keep is not None:
+                stack.append(UpsampleConcat(
+                    self.rank, keep * 2**self.rank, c - keep,
+                    unpool(parametrization=self.parametrization, init="haar", name=f"up{level}"),
+                    name=f"up_concat{level}"))
+            stack += self._couplings(c, "right", level)
+        return stack
 
     @property
     def input_multiple(self):

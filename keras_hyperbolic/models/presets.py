@@ -1,9 +1,12 @@
 """Presets of the package's networks, as plain data.
 
-Each preset is the keyword arguments of a model constructor plus, where the
-paper fixes it, the input shape it was used with. Build one with
-`HyperbolicSegmenter.from_preset(name, num_classes=...)` or
-`IRevNet.from_preset(name)` (the preset's `model` says which).
+Each preset is the keyword arguments of a model constructor (`config`) plus,
+where the paper fixes it, the input shape it was used with, and is registered
+to the model class named by its `model`. That class builds it with
+`from_preset(name, **overrides)` and lists its presets with `presets()`
+(`keras_hyperbolic.models.preset_mixin.PresetMixin`), e.g.
+`HyperbolicSegmenter.from_preset("video_cpu", num_classes=2)`,
+`IRevNet.from_preset("irevnet_b")`, `HyperbolicVAE.from_preset("lensink_mnist")`.
 
 `lensink_video` and `lensink_hyperspectral` replicate Table 2 of Lensink,
 Peters & Haber, "Fully Hyperbolic Convolutional Neural Networks": 19

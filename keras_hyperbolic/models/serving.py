@@ -11,8 +11,9 @@ A model that knows its task defines
 `keras_hyperbolic.export` traces whatever endpoints a model returns; it never
 looks at class names. A Keras model without `serving_endpoints` is served as
 `generic_endpoints(model)`: one `serving_default` signature, `inputs` ->
-`outputs`. Families share their code here: `SegmentationServing` (a mixin for
-the per-pixel classifiers) and `classification_endpoints`.
+`outputs`. Families share their code here: the mixins `ClassificationServing`
+(classifiers of whole examples) and `SegmentationServing` (per-pixel
+classifiers), both over `classification_endpoints`.
 
 This module imports nothing of `keras_hyperbolic.export`, so models and user
 code can use it without the exporters.
@@ -229,24 +230,41 @@ def generic_endpoints(model, input_shape=None, batch_size=None):
         "serving_default", generic, [spec], examples, ("outputs",))}
 
 
-class SegmentationServing:
-    """Serving of a fully convolutional per-pixel classifier (mixin for `keras.Model`s).
+class ClassificationServing:
+    """Serving of a classifier of whole examples (mixin for `keras.Model`s).
 
-    The model returns per-pixel logits and has an `input_multiple` (spatial
-    sizes must be multiples of it). Signature `serving_default`: `images`
-    `(batch, *spatial, C)` -> `probabilities` `(batch, *spatial, K)` and
-    `labels` `(batch, *spatial)` int64, spatial sizes free by default.
+    The model returns logits `(batch, K)` and takes inputs of the shape it was
+    built with. Signature `serving_default`: `images` `(batch, *shape)` ->
+    `probabilities` `(batch, K)` (softmax, or sigmoid for one logit) and
+    `labels` `(batch,)` int64.
     """
 
-    serving_family = "segmentation"
+    serving_family = "classification"
 
     def serving_endpoints(self, input_shape=None, dynamic_spatial=True, batch_size=None):
         """The model's signatures, `{name: Endpoint}` (see `keras_hyperbolic.models.serving`).
 
         Args:
             input_shape: overrides the image input's shape (batch axis included).
-            dynamic_spatial: leave spatial sizes free (`None`).
+            dynamic_spatial: ignored: the input shape is the model's.
             batch_size: a fixed batch size (TFLite); `None` leaves it free.
         """
+        return classification_endpoints(self, input_shape, False, batch_size)
+
+
+class SegmentationServing(ClassificationServing):
+    """Serving of a fully convolutional per-pixel classifier (mixin for `keras.Model`s).
+
+    The model returns per-pixel logits and has an `input_multiple` (spatial
+    sizes must be multiples of it). Signature `serving_default`: `images`
+    `(batch, *spatial, C)` -> `probabilities` `(batch, *spatial, K)` and
+    `labels` `(batch, *spatial)` int64, spatial sizes free by default
+    (`dynamic_spatial=False` fixes them to the built shape's).
+    """
+
+    serving_family = "segmentation"
+
+    def serving_endpoints(self, input_shape=None, dynamic_spatial=True, batch_size=None):
+        """As `ClassificationServing.serving_endpoints`; `dynamic_spatial` frees spatial sizes."""
         return classification_endpoints(self, input_shape, dynamic_spatial, batch_size,
                                         multiple=self.input_multiple)

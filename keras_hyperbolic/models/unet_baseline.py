@@ -26,7 +26,7 @@ def _normalization(kind, channels):
     divisors = [g for g in (8, 4, 2) if channels % g == 0 and channels // g >= 2]
     return keras.layers.GroupNormalization(groups=divisors[0] if divisors else 1)
 
-_CONV_T = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
+
 _POOL = {1: keras.layers.MaxPooling1D, 2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
 _UP = {1: keras.layers.UpSampling1D, 2: keras.layers.UpSampling2D, 3: keras.layers.UpSampling3D}
 
