@@ -10,16 +10,18 @@ import os
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
-def run(train, doc, output, add_options=None, task_options=None):
-    """Parses --output, --epochs/--steps, --quick, --seed, --verbose and calls `train` with them.
+def run(train, doc, output, add_options=None, task_options=None, unit="epochs"):
+    """Parses --output, --epochs (or --steps), --quick, --seed, --verbose; calls `train` with them.
 
-    `add_options(parser)` adds an example's own flags; `task_options(args)` turns them
-    into keyword arguments of `train`.
+    `unit` is what the task counts, and the name of the option and of `train`'s
+    argument: "epochs", or "steps" for the video tasks. `add_options(parser)` adds
+    an example's own flags; `task_options(args)` turns them into keyword
+    arguments of `train`.
     """
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--output", default=output, help=f"output directory (default {output})")
-    parser.add_argument("--epochs", "--steps", dest="epochs", type=int, default=None,
-                        help="training epochs (video tasks: steps); default: the task's")
+    parser.add_argument(f"--{unit}", type=int, default=None,
+                        help=f"training {unit}; default: the task's")
     parser.add_argument("--quick", action="store_true", help="CI-sized run (seconds)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
@@ -27,5 +29,5 @@ def run(train, doc, output, add_options=None, task_options=None):
         add_options(parser)
     args = parser.parse_args()
     extra = task_options(args) if task_options is not None else {}
-    return train(args.output, epochs=args.epochs, quick=args.quick, seed=args.seed,
-                 verbose=args.verbose, **extra)
+    return train(args.output, quick=args.quick, seed=args.seed, verbose=args.verbose,
+                 **{unit: getattr(args, unit)}, **extra)

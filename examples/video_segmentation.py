@@ -16,4 +16,4 @@ from common import run  # examples/common.py: first, it turns oneDNN on before T
 from keras_hyperbolic.tasks.video_segmentation import train_video_segmentation  # noqa: E402
 
 if __name__ == "__main__":
-    run(train_video_segmentation, __doc__, "outputs/video_segmentation")
+    run(train_video_segmentation, __doc__, "outputs/video_segmentation", unit="steps")
