@@ -5,7 +5,7 @@ features; `TF_ENABLE_ONEDNN_OPTS` overrides that and is read when TensorFlow is
 imported, so each setting runs in its own process (alternated, `--rounds`
 times, so a drifting machine load slows both alike). Each process times
 `--steps` training steps of the main job's HyperbolicSegmenter on the main
-job's video (both from `keras_hyperbolic.tasks.video_segmentation.FULL`) after
+job's video (both from `keras_hyperbolic.tasks.segmentation_settings.FULL`) after
 one warm-up step. Set `ONEDNN_MAX_CPU_ISA=AVX2`
 to make oneDNN use only AVX2 kernels (a CPU without AVX-512).
 
@@ -26,13 +26,14 @@ def worker(steps):
     import numpy as np
 
     from keras_hyperbolic import runtime
-    from keras_hyperbolic.models import HyperbolicSegmenter
-    from keras_hyperbolic.tasks.video_segmentation import FULL, make_video
+    from keras_hyperbolic.tasks.segmentation_pipeline import build_network
+    from keras_hyperbolic.tasks.segmentation_settings import FULL
+    from keras_hyperbolic.tasks.video_segmentation import make_video
 
     keras.utils.set_random_seed(0)
     data = make_video()
     x, y, w = (data[k][None] for k in ("video", "masks", "weights"))
-    model = HyperbolicSegmenter.from_preset(FULL["preset"], num_classes=2)
+    model = build_network("hyperbolic", 2, FULL)
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.train_on_batch(x, y, sample_weight=w)  # trace, build the optimizer

@@ -5,7 +5,8 @@ estimated training step (`keras_hyperbolic.profiling.training_step_estimate`,
 what `segment` plans with) fits the budget, for the reversible
 `HyperbolicSegmenter` (preset `video_cpu`), the same network on plain
 autodiff, and the plain 3D U-Net baseline (`BaselineUNet`, 20 filters, 2
-levels); then one measured training step at that size
+levels), all built as `segment` builds them (`segmentation_settings.SEGMENT`);
+then one measured training step at that size
 (`profiling.training_step_memory`, TensorFlow's allocator peak) checks the
 estimate against the budget.
 
@@ -35,19 +36,19 @@ def main(argv=None):
     import numpy as np
 
     from keras_hyperbolic.profiling import training_step_estimate, training_step_memory
-    from keras_hyperbolic.tasks.segment import build_network, largest_frames
+    from keras_hyperbolic.tasks.segmentation_pipeline import build_network, largest_frames
+    from keras_hyperbolic.tasks.segmentation_settings import SEGMENT
 
     def networks():
-        rev, multiple = build_network("hyperbolic", args.classes, 3, "video_cpu", 20, 2)
+        rev = build_network("hyperbolic", args.classes, SEGMENT)
         plain = type(rev).from_config({**rev.get_config(), "memory_efficient": False})
-        unet, unet_multiple = build_network("unet", args.classes, 3, "video_cpu", 20, 2)
-        return [("reversible HyperbolicSegmenter", rev, multiple),
-                ("same network, plain autodiff", plain, multiple),
-                ("plain 3D U-Net (BaselineUNet)", unet, unet_multiple)]
+        unet = build_network("unet", args.classes, SEGMENT)
+        return [("reversible HyperbolicSegmenter", rev), ("same network, plain autodiff", plain),
+                ("plain 3D U-Net (BaselineUNet)", unet)]
 
     results = []
-    for name, model, multiple in networks():
-        frames = largest_frames(model, args.size, args.size, 3, args.budget, multiple)
+    for name, model in networks():
+        frames = largest_frames(model, args.size, args.size, 3, args.budget, model.input_multiple)
         row = {"network": name, "frames": frames, "parameters": None}
         if frames:
             shape = (frames, args.size, args.size, 3)

@@ -1,7 +1,8 @@
 """iUNet on the main job's task: segment the whole digit video from three labelled frames.
 
 Same as `keras-hyperbolic train iunet-segmentation`: a 3D `InvertibleUNet`
-trained on the main job's video, IoU over all frames.
+trained the main job's way on the main job's kind of video at 32 x 64 x 64
+(the main job's is 16 x 48 x 48), IoU over all frames.
 
 Run:
     python examples/iunet_segmentation.py            (~5 min on 2 cores)

@@ -415,7 +415,7 @@ def _add_seed_and_verbose(parser):
 
 
 def _add_segment_parsers(commands):
-    from keras_hyperbolic.tasks.segment import DEFAULTS, NETWORKS
+    from keras_hyperbolic.tasks.segmentation_settings import NETWORKS, OVERLAY_FPS, SEGMENT
 
     segment = commands.add_parser(
         "segment", help="segment your own video or volume from a few labelled frames",
@@ -434,28 +434,28 @@ def _add_segment_parsers(commands):
                          help="labelled frames (0-based) and their masks; or a folder of masks "
                          "whose names carry the frame index (frame_0012.png)")
     segment.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    segment.add_argument("--steps", type=int, default=DEFAULTS["steps"],
-                         help=f"training steps (default {DEFAULTS['steps']})")
+    segment.add_argument("--steps", type=int, default=SEGMENT.steps,
+                         help=f"training steps (default {SEGMENT.steps})")
     segment.add_argument("--network", choices=NETWORKS, default="hyperbolic",
                          help="hyperbolic (reversible HyperbolicSegmenter, default) or unet "
                          "(plain 3D U-Net baseline)")
-    segment.add_argument("--preset", default=DEFAULTS["preset"],
-                         help=f"HyperbolicSegmenter preset (default {DEFAULTS['preset']})")
-    segment.add_argument("--memory-budget", type=float, default=DEFAULTS["memory_budget_mb"],
+    segment.add_argument("--preset", default=SEGMENT.preset,
+                         help=f"HyperbolicSegmenter preset (default {SEGMENT.preset})")
+    segment.add_argument("--memory-budget", type=float, default=SEGMENT.memory_budget_mb,
                          metavar="MB", help="training-step memory to plan for: the whole video "
                          "when its estimate fits, else temporal windows (default "
-                         f"{DEFAULTS['memory_budget_mb']} MB)")
+                         f"{SEGMENT.memory_budget_mb:g} MB)")
     segment.add_argument("--truth", nargs="+", default=None, metavar="MASKS",
                          help="true masks (a folder, FRAME=MASK items or a (T, H, W) .npy) "
                          "for IoU per frame and class")
     segment.add_argument("--export", default=None, metavar="DIR",
                          help="also export the model as a TF Serving SavedModel under DIR")
     segment.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
-    rates = DEFAULTS["learning_rate"]
     segment.add_argument("--learning-rate", type=float, default=None,
                          help="Adam's rate (default: " + ", ".join(
-                             f"{rate:g} {network}" for network, rate in rates.items()) + ")")
-    segment.add_argument("--fps", type=int, default=DEFAULTS["fps"],
+                             f"{SEGMENT.learning_rate_of(network):g} {network}"
+                             for network in NETWORKS) + ")")
+    segment.add_argument("--fps", type=int, default=OVERLAY_FPS,
                          help="frames per second of the overlay animation")
     _add_seed_and_verbose(segment)
     segment.set_defaults(handler=cmd_segment)

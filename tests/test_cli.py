@@ -18,7 +18,7 @@ from keras_hyperbolic import cli
 from keras_hyperbolic.profiling import memory_estimate
 from keras_hyperbolic.tasks import NO_BASELINE, TASKS, TIME_BUDGET, Option, Task, memory_benchmark
 from keras_hyperbolic.tasks import run_task
-from keras_hyperbolic.tasks.segment import DEFAULTS as SEGMENT_DEFAULTS
+from keras_hyperbolic.tasks.segmentation_settings import SEGMENT
 from keras_hyperbolic.export.serving_config import read_models_config
 from keras_hyperbolic.models import HyperbolicSegmenter
 
@@ -166,11 +166,11 @@ def test_benchmark_memory_forwards_options(monkeypatch, capsys):
 def test_train_quick_task_and_export(tmp_path, capsys):
     output, served = str(tmp_path / "out"), str(tmp_path / "served")
     status, out, err = _run(["train", "video-segmentation", "--quick", "--no-baseline",
-                             "--output", output, "--export", served], capsys)
+                             "--steps", "2", "--output", output, "--export", served], capsys)
     assert status == 0, err
     with open(os.path.join(output, "metrics.json")) as handle:
         metrics = json.load(handle)
-    assert metrics["hyperbolic"]["steps"] == metrics["settings"]["steps"]
+    assert metrics["hyperbolic"]["steps"] == metrics["settings"]["steps"] == 2
     assert metrics["hyperbolic"]["stopped_by_time_budget"] is False
     assert "unet" not in metrics
     version = os.path.join(served, "video_segmenter", "1")
@@ -181,12 +181,12 @@ def test_train_quick_task_and_export(tmp_path, capsys):
 def test_time_budget_cut_is_reported(tmp_path, capsys):
     output = str(tmp_path / "out")
     status, out, err = _run(["train", "video-segmentation", "--quick", "--no-baseline",
-                             "--time-budget", "1e-6", "--output", output], capsys)
+                             "--steps", "4", "--time-budget", "1e-6", "--output", output], capsys)
     assert status == 0, err
     with open(os.path.join(output, "metrics.json")) as handle:
         metrics = json.load(handle)
     planned = metrics["settings"]["steps"]
-    assert planned > 1
+    assert planned == 4
     assert metrics["hyperbolic"]["steps"] == 1  # the budget is checked after each step
     assert metrics["hyperbolic"]["stopped_by_time_budget"] is True
     assert f"STOPPED BY THE TIME BUDGET after 1 of {planned} steps" in out
@@ -300,8 +300,8 @@ def test_segment_help_states_the_default_learning_rates(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "250")
     status, out, _ = _run(["segment", "--help"], capsys)
     assert status == 0
-    rates = SEGMENT_DEFAULTS["learning_rate"]
-    assert f"default: {rates['hyperbolic']:g} hyperbolic, {rates['unet']:g} unet" in out
+    assert (f"default: {SEGMENT.learning_rate_of('hyperbolic'):g} hyperbolic, "
+            f"{SEGMENT.learning_rate_of('unet'):g} unet") in out
 
 
 def _bad_model_files(directory):

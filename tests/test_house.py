@@ -58,9 +58,7 @@ def test_the_check_counts_code_not_the_docstring(tmp_path):
 
 @pytest.mark.parametrize("part", [
     "rest",
-    pytest.param("tasks", marks=pytest.mark.xfail(
-        strict=True, reason="tasks/segment.py's segment_video: the segmentation pipeline's "
-        "rework (issue 23, deliverable 1) splits it")),
+    "tasks",
     "cli",
 ])
 def test_no_function_over_80_lines_of_code(part):

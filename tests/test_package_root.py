@@ -66,6 +66,7 @@ def test_imports_load_no_tensorflow(modules):
     (["export", "missing.keras", "--saved-model", "served"], 2),
     (["inspect", "missing.keras"], 2),
     (["serving-config", "missing"], 2),
+    (["segment", "missing.gif", "--labels", "x", "--out", "o"], 2),
 ])
 def test_command_answers_help_and_bad_arguments_without_tensorflow(argv, status, tmp_path):
     code = ("import sys\nfrom keras_hyperbolic import cli\ntry:\n"

@@ -15,8 +15,9 @@ from PIL import Image
 
 from keras_hyperbolic import cli
 from keras_hyperbolic.data import media
-from keras_hyperbolic.tasks import segment, video_training
+from keras_hyperbolic.tasks import segment, segmentation_pipeline, video_segmentation
 from keras_hyperbolic.tasks.segment import SegmentError, segment_video
+from keras_hyperbolic.tasks.segmentation_settings import FULL, SEGMENT
 
 TINY = {"steps": 2, "preset": "tiny_3d", "verbose": 0}
 
@@ -119,7 +120,8 @@ def _toy(tmp_path, frames=5, height=13, width=11, labelled=(0, 4)):
 
 def test_odd_sizes_pad_and_crop_back_in_windows(tmp_path):
     video, labels, truth = _toy(tmp_path)
-    model = segment.build_network("hyperbolic", 3, 1, "tiny_3d", 2, 2)[0]
+    tiny = SEGMENT.override(preset="tiny_3d")
+    model = segmentation_pipeline.build_network("hyperbolic", 3, tiny)
     from keras_hyperbolic.profiling import training_step_estimate
 
     mb = [training_step_estimate(model, (t, 14, 12, 1))["total_bytes"] / 2**20 for t in (2, 6)]
@@ -142,10 +144,10 @@ def test_odd_sizes_pad_and_crop_back_in_windows(tmp_path):
 
 
 def test_windows_cover_the_video_and_hold_labels():
-    assert segment.window_starts(10, 4) == [0, 2, 4, 6]
-    assert segment.window_starts(11, 4) == [0, 2, 4, 6, 7]
-    assert segment.valid_window_starts(10, 4, [0, 9]) == [0, 6]
-    padded = segment.pad_reflect(np.arange(5)[:, None], [(0, 3), (0, 1)])
+    assert segmentation_pipeline.window_starts(10, 4) == [0, 2, 4, 6]
+    assert segmentation_pipeline.window_starts(11, 4) == [0, 2, 4, 6, 7]
+    assert segmentation_pipeline.valid_window_starts(10, 4, [0, 9]) == [0, 6]
+    padded = segmentation_pipeline.pad_reflect(np.arange(5)[:, None], [(0, 3), (0, 1)])
     np.testing.assert_array_equal(padded[:, 0], [0, 1, 2, 3, 4, 3, 2, 1])
 
 
@@ -182,7 +184,7 @@ def test_bad_inputs_raise_before_training_and_leave_nothing(tmp_path, monkeypatc
     def no_training(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(video_training, "train_for_steps", no_training)
+    monkeypatch.setattr(segmentation_pipeline, "train", no_training)
     out = str(tmp_path / "out")
     for case, ((video, labels), message) in _bad_inputs(tmp_path).items():
         with pytest.raises(SegmentError) as error:
@@ -241,14 +243,23 @@ def test_segment_video_is_exported_lazily():
     assert "segment" not in tasks.TASKS
 
 
-def test_defaults_follow_the_main_job():
-    # segment.py writes the main job's settings out (it stays importable without TensorFlow).
-    from keras_hyperbolic.tasks.video_segmentation import FULL
+def test_segment_and_the_main_job_read_one_settings_object():
+    assert segment.SEGMENT is video_segmentation.FULL
+    assert segment.check_settings("hyperbolic") == FULL
+    # segment's --learning-rate is the chosen network's; the other rate stays the main job's.
+    unet = segment.check_settings("unet", learning_rate=1e-2)
+    assert unet.learning_rate_of("unet") == 1e-2 and unet.learning_rate == FULL.learning_rate
+    assert segment.check_settings("hyperbolic", steps=7).override(steps=None).steps == 7
 
-    assert segment.DEFAULTS["learning_rate"] == {"hyperbolic": FULL["learning_rate"],
-                                                 "unet": FULL["unet_learning_rate"]}
-    assert (segment.DEFAULTS["preset"], segment.DEFAULTS["unet_filters"]) == (
-        FULL["preset"], FULL["unet_filters"])
+
+@pytest.mark.parametrize("options,argument", [
+    ({"steps": 0}, "steps"), ({"memory_budget_mb": -1.0}, "memory_budget_mb"),
+    ({"learning_rate": 0.0}, "learning_rate"), ({"unet_levels": 0}, "unet_levels"),
+    ({"network": "vit"}, "network")])
+def test_bad_settings_name_the_argument(options, argument):
+    network = options.pop("network", "unet")
+    with pytest.raises(ValueError, match=f"argument `{argument}`"):
+        segment.check_settings(network, **options)
 
 
 def test_killed_run_resumes_from_its_backup(tmp_path):

@@ -1,9 +1,12 @@
-"""PNG figures of the generative tasks (PIL only: matplotlib is not a dependency)."""
+"""PNG figures of the tasks (PIL only: matplotlib is not a dependency)."""
 
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
+
+#: Colours of the video figure: truth, prediction, and the frame around a labelled frame.
+TRUTH_COLOUR, PREDICTION_COLOUR, LABELLED_COLOUR = (0, 1, 0), (1, 0, 0), (255, 170, 0)
 
 
 def save_grid(images, rows, cols, path, scale=3):
@@ -47,3 +50,65 @@ def save_histograms(projections, target_std, path, bins=30, panel=(160, 110)):
         draw.rectangle([x0, y0, x0 + w, y0 + h], outline=(0, 0, 0))
         draw.text((x0 + 2, y0 + h + 2), f"direction {index}", fill=(0, 0, 0))
     image.save(path)
+
+
+def _font(size):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _overlay(frame, mask, colour):
+    out = frame.copy()
+    out[mask.astype(bool)] = 0.45 * out[mask.astype(bool)] + 0.55 * np.asarray(colour)
+    return out
+
+
+def write_slices_png(path, video, masks, predictions, labelled_frames, scale=3):
+    """Frames of a segmented video in columns; rows: the video, the truth, each network.
+
+    Rows are titled: "video", "truth" (true mask in green) and each key of
+    `predictions` (`{title: (T, H, W) labels}`, prediction in red; a title may
+    hold a line break). Up to 8 frames spread over the video are shown, plus
+    every labelled frame; each column is headed by its frame index, and the
+    labelled frames (whose masks the loss saw) are framed in orange and headed
+    "labelled". Returns the frames shown.
+    """
+    frames, height, width = video.shape[:3]
+    picked = sorted({int(t) for t in np.linspace(0, frames - 1, 8).round()} | set(labelled_frames))
+    rows = {"video": [video[t] for t in picked],
+            "truth": [_overlay(video[t], masks[t], TRUTH_COLOUR) for t in picked]}
+    for title, labels in predictions.items():
+        rows[title] = [_overlay(video[t], labels[t], PREDICTION_COLOUR) for t in picked]
+    tile_h, tile_w, gap = height * scale, width * scale, 8
+    size = max(11, tile_h // 11)  # the captions' font size; titles are a little larger
+    font, small = _font(size + 2), _font(size)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    title_width = 12 + max(measure.multiline_textbbox((0, 0), t, font=font)[2] for t in rows)
+    header, footer = 2 * size + 12, size + 12
+    legend = ("green: true mask   red: prediction   orange frame: a labelled frame (the loss saw "
+              "only these masks)")
+    image = Image.new("RGB", (max(title_width + len(picked) * (tile_w + gap) + gap,
+                                  measure.textbbox((0, 0), legend, font=small)[2] + 12),
+                              header + len(rows) * (tile_h + gap) + footer), "white")
+    draw = ImageDraw.Draw(image)
+    for r, (title, tiles) in enumerate(rows.items()):
+        y = header + r * (tile_h + gap)
+        draw.multiline_text((6, y + tile_h // 2), title, fill="black", font=font, anchor="lm")
+        for c, tile in enumerate(tiles):
+            pixels = (np.clip(tile, 0, 1) * 255).astype(np.uint8)
+            tile_image = Image.fromarray(pixels).resize((tile_w, tile_h), Image.NEAREST)
+            image.paste(tile_image, (title_width + c * (tile_w + gap), y))
+    bottom = header + len(rows) * (tile_h + gap) - gap
+    for c, t in enumerate(picked):
+        x = title_width + c * (tile_w + gap)
+        draw.text((x + tile_w // 2, 4), f"frame {t}", fill="black", font=small, anchor="mt")
+        if t in labelled_frames:
+            draw.text((x + tile_w // 2, size + 6), "labelled", fill=LABELLED_COLOUR, font=small,
+                      anchor="mt")
+            draw.rectangle([x - 4, header - 4, x + tile_w + 3, bottom + 3],
+                           outline=LABELLED_COLOUR, width=3)
+    draw.text((6, bottom + 10), legend, fill=(60, 60, 60), font=small)
+    image.save(path)
+    return picked

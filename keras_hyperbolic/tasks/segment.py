@@ -1,12 +1,14 @@
 """Segment your own video or volume from a few labelled frames: what `keras-hyperbolic segment` runs.
 
-The main job's protocol (`video_segmentation`) on the user's data: ONE video
-(or a z-stack, its slices taken as time), masks given on a few frames, a 3D
-network trained on the whole video with the loss weighted to the labelled
-frames only, random flips of time and space, then every frame predicted.
+The main job's protocol and settings (`segmentation_settings.SEGMENT`, which
+is the main job's `FULL`) on the user's data: ONE video (or a z-stack, its
+slices taken as time), masks given on a few frames, a 3D network trained on
+the whole video with the loss weighted to the labelled frames only, random
+flips of time and space, then every frame predicted. The stages are the main
+job's (`segmentation_pipeline`):
 
 - Any size: frames are padded (reflect) to a multiple of the network's
-  `2**downs` along time, height and width, and the predictions cropped back.
+  `input_multiple` along time, height and width, and the predictions cropped back.
 - Memory: the whole video is trained on when the network's estimated
   training step (`profiling.training_step_estimate`) fits `memory_budget_mb`;
   otherwise the longest temporal windows that fit are used, each window
@@ -17,9 +19,10 @@ frames only, random flips of time and space, then every frame predicted.
   A killed run leaves `<output>.partial` behind; the same call again resumes
   from its last backup (`BackupAndRestore`, every up to 30 steps).
 
-`segment_video(...)` checks every input (files, frame indices, mask sizes,
-class ids) before it creates anything or imports TensorFlow, raising
-`SegmentError` naming the file and the frame.
+`segment_video(...)` checks every input (settings, files, frame indices, mask
+sizes, class ids) before it creates anything or imports TensorFlow, raising
+`SegmentError` naming the file and the frame (a `ValueError` naming the
+argument for a bad setting).
 """
 
 import hashlib
@@ -30,21 +33,12 @@ import time
 
 import numpy as np
 
+from keras_hyperbolic import runtime
 from keras_hyperbolic.data import media
-from keras_hyperbolic.validation import check_choice, check_positive_int, invalid
+from keras_hyperbolic.tasks.segmentation_settings import NETWORKS, OVERLAY_FPS, SEGMENT
+from keras_hyperbolic.validation import (check_choice, check_positive_float, check_positive_int,
+                                         invalid)
 
-NETWORKS = ("hyperbolic", "unet")
-DEFAULTS = {
-    "steps": 300,
-    "preset": "video_cpu",
-    "memory_budget_mb": 4096,
-    # The main job's rates (`video_segmentation.FULL`, from `benchmarks/lr_sweep.py`), written
-    # out: this module stays importable without TensorFlow (bad input fails fast).
-    "learning_rate": {"hyperbolic": 3e-3, "unet": 3e-3},
-    "unet_filters": 20,
-    "unet_levels": 2,
-    "fps": 8,
-}
 MODEL_FILE = "segmenter.keras"
 SERVING_NAME = "segmenter"
 
@@ -117,7 +111,11 @@ def _to_classes(entries):
 
 
 def check_labels(entries, num_frames, frame_size, what="label"):
-    """Checks frame indices and mask sizes; returns `{frame: int64 mask}` in frame order."""
+    """Checks frame indices and mask sizes.
+
+    Returns:
+        A tuple: `{frame: int64 mask}` in frame order, and `{frame: path}` (where each came from).
+    """
     if not entries:
         raise SegmentError(f"no labelled frame: give at least one --labels FRAME=MASK")
     masks = {}
@@ -156,6 +154,7 @@ def check_classes(masks, sources):
 
 
 def check_truth(entries, num_frames, frame_size, num_classes):
+    """Checks the truth masks like the labels, and their ids against the labels' classes."""
     masks, sources = check_labels(entries, num_frames, frame_size, what="truth-label")
     for frame, mask in masks.items():
         if mask.max() >= num_classes:
@@ -186,191 +185,38 @@ def load_inputs(input, labels, truth=None):
             "num_classes": num_classes, "truth": truth_masks, "colours": colours}
 
 
-# === Sizes, windows and memory ===
+def check_settings(network, steps=None, preset=None, memory_budget_mb=None, learning_rate=None,
+                   unet_filters=None, unet_levels=None):
+    """`SEGMENT` with the given values (None: SEGMENT's), checked.
 
-
-def pad_amounts(size, multiple):
-    """(before, after) padding bringing `size` to a multiple of `multiple` (all after)."""
-    return (0, -size % multiple)
-
-
-def pad_reflect(array, pads):
-    """Reflect padding (edge padding along an axis of size 1, where nothing reflects)."""
-    for axis, (before, after) in enumerate(pads):
-        if before or after:
-            mode = "reflect" if array.shape[axis] > 1 else "edge"
-            width = [(0, 0)] * array.ndim
-            width[axis] = (before, after)
-            array = np.pad(array, width, mode=mode)
-    return array
-
-
-def valid_window_starts(length, window, labelled):
-    """Starts of `window`-frame windows in `[0, length)` holding at least one labelled frame."""
-    return [s for s in range(length - window + 1) if any(s <= f < s + window for f in labelled)]
-
-
-def window_starts(length, window):
-    """Half-overlapping windows covering `[0, length)`, the last one flush with the end."""
-    if window >= length:
-        return [0]
-    stride = max(1, window // 2)
-    starts = list(range(0, length - window + 1, stride))
-    if starts[-1] != length - window:
-        starts.append(length - window)
-    return starts
-
-
-def tent(window):
-    """Blending weight of a window's frames: highest at the centre, > 0 at the ends."""
-    t = np.arange(window, dtype=np.float32)
-    return np.minimum(t + 1, window - t)
-
-
-def largest_frames(model, height, width, channels, budget_mb, multiple, limit=4096):
-    """The most frames (a multiple of `multiple`, at most `limit`) whose estimated step fits.
-
-    The estimate is affine in the number of frames (weights plus per-frame
-    activations), so two estimates place the answer; it is then checked, and
-    moved by `multiple` frames until it fits and the next size does not.
-    Returns 0 when not even `multiple` frames fit.
+    `learning_rate` is the rate of `network` (the U-Net's for "unet").
     """
-    from keras_hyperbolic.profiling import training_step_estimate
-
-    cache = {}
-
-    def estimate_mb(frames):
-        if frames not in cache:
-            shape = (frames, height, width, channels)
-            cache[frames] = training_step_estimate(model, shape)["total_bytes"] / 2**20
-        return cache[frames]
-
-    limit = limit // multiple * multiple
-    small, large = multiple, 2 * multiple
-    slope = (estimate_mb(large) - estimate_mb(small)) / multiple
-    guess = small + (budget_mb - estimate_mb(small)) / max(slope, 1e-12)
-    frames = int(min(max(guess // multiple * multiple, multiple), limit))
-    while frames > multiple and estimate_mb(frames) > budget_mb:
-        frames -= multiple
-    while frames + multiple <= limit and estimate_mb(frames + multiple) <= budget_mb:
-        frames += multiple
-    return frames if estimate_mb(frames) <= budget_mb else 0
+    check_choice(network, NETWORKS, "network")
+    if learning_rate is not None:
+        check_positive_float(learning_rate, "learning_rate")
+    rate = {"unet_learning_rate" if network == "unet" else "learning_rate": learning_rate}
+    return SEGMENT.override(steps=steps, preset=preset, memory_budget_mb=memory_budget_mb,
+                            unet_filters=unet_filters, unet_levels=unet_levels, **rate).check()
 
 
-def plan_training(model, padded_shape, multiple, budget_mb, labelled):
-    """`{"mode": "whole" | "windows", "window", "estimate_mb", ...}` from the network's estimate."""
-    from keras_hyperbolic.profiling import training_step_estimate
-
-    frames = padded_shape[0]
-    mib = 2**20
-    whole = training_step_estimate(model, padded_shape)["total_bytes"] / mib
-    plan = {"whole_video_estimate_mb": whole, "memory_budget_mb": budget_mb}
-    if whole <= budget_mb:
-        return {"mode": "whole", "window": frames, "estimate_mb": whole, **plan}
-    window = largest_frames(model, *padded_shape[1:], budget_mb, multiple,
-                            limit=frames - multiple)
-    if window == 0:
-        smallest = training_step_estimate(model, (multiple,) + tuple(padded_shape[1:]))
-        raise SegmentError(
-            f"the memory budget of {budget_mb:g} MB is too small: one training step on a window "
-            f"of {multiple} frames of {padded_shape[1]} x {padded_shape[2]} needs about "
-            f"{smallest['total_bytes'] / mib:.0f} MB (whole video: {whole:.0f} MB); raise "
-            "--memory-budget or give a smaller video")
-    estimate = training_step_estimate(model, (window,) + tuple(padded_shape[1:]))
-    return {"mode": "windows", "window": window, "estimate_mb": estimate["total_bytes"] / mib,
-            "windows_with_labels": len(valid_window_starts(frames, window, labelled)), **plan}
+def check_output(output, overwrite):
+    """The normalised output path, or SegmentError when it may not be written."""
+    output = os.path.normpath(os.fspath(output))
+    if os.path.exists(output) and not overwrite:
+        raise SegmentError(f"{output} already exists; pass --overwrite to replace it")
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise SegmentError(f"{output} exists and is not a directory")
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise SegmentError(f"the parent directory of {output} does not exist: {parent}")
+    return output
 
 
-# === Model, data and training ===
+def _check_preset(network, preset):
+    from keras_hyperbolic.models.presets import PRESETS
 
-
-def build_network(network, num_classes, channels, preset, unet_filters, unet_levels):
-    from keras_hyperbolic.models import BaselineUNet, HyperbolicSegmenter
-
-    if network == "hyperbolic":
-        model = HyperbolicSegmenter.from_preset(preset, num_classes=num_classes)
-        if model.rank != 3:
-            raise SegmentError(f"--preset {preset} is a {model.rank}D network; segment needs a "
-                               "3D one (time, height, width)")
-        return model, model.input_multiple
-    model = BaselineUNet(num_classes=num_classes, rank=3, filters=unet_filters,
-                         levels=unet_levels)
-    return model, 2**unet_levels
-
-
-def window_dataset(video, masks, weights, window, starts, seed):
-    """Endless batches of one `window`-frame slice (a random start from `starts`), flipped."""
-    import tensorflow as tf
-
-    from keras_hyperbolic.tasks.video_training import augment
-
-    video, masks, weights = (tf.constant(a) for a in (video, masks, weights))
-    starts = tf.constant(starts, tf.int32)
-    indices = tf.data.Dataset.random(seed=seed).map(
-        lambda r: starts[tf.cast(r % tf.cast(tf.size(starts), tf.int64), tf.int32)])
-
-    def cut(start):
-        return tuple(t[None, start:start + window] for t in (video, masks, weights))
-
-    return indices.map(cut).map(augment).prefetch(2)
-
-
-def predict_probabilities(model, video, window):
-    """Softmax probabilities `(T, H, W, K)` of a padded video, in blended windows when needed."""
-    import keras
-
-    frames = len(video)
-    if window >= frames:
-        logits = model.predict(video[None], verbose=0)[0]
-        return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
-    total = None
-    weight = np.zeros(frames, np.float32)
-    blend = tent(window)
-    for start in window_starts(frames, window):
-        logits = model.predict(video[None, start:start + window], verbose=0)[0]
-        probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
-        if total is None:
-            total = np.zeros((frames,) + probs.shape[1:], np.float32)
-        total[start:start + window] += probs * blend[:, None, None, None]
-        weight[start:start + window] += blend
-    return total / weight[:, None, None, None]
-
-
-def class_iou(truth, predicted, num_classes):
-    """`{class: IoU in %}` over the given arrays (a class absent from both is left out)."""
-    out = {}
-    for c in range(num_classes):
-        a, b = truth == c, predicted == c
-        union = np.logical_or(a, b).sum()
-        if union:
-            out[c] = float(100.0 * np.logical_and(a, b).sum() / union)
-    return out
-
-
-def truth_metrics(truth, labels, labelled, num_classes):
-    """IoU per class over all frames with truth, its mean, and per frame (mean over classes)."""
-    frames = sorted(truth)
-    stacked_truth = np.stack([truth[f] for f in frames])
-    stacked_pred = labels[frames]
-    per_class = class_iou(stacked_truth, stacked_pred, num_classes)
-    per_frame = {}
-    for f in frames:
-        ious = class_iou(truth[f], labels[f], num_classes)
-        per_frame[int(f)] = {"mean_iou": float(np.mean(list(ious.values()))),
-                             "per_class": {str(c): v for c, v in ious.items()},
-                             "labelled": f in labelled}
-    unlabelled = [f for f in frames if f not in labelled]
-    result = {
-        "mean_iou": float(np.mean(list(per_class.values()))),
-        "per_class_iou": {str(c): v for c, v in per_class.items()},
-        "frames_with_truth": len(frames),
-        "per_frame": per_frame,
-    }
-    if unlabelled:
-        ious = class_iou(np.stack([truth[f] for f in unlabelled]), labels[unlabelled],
-                         num_classes)
-        result["unlabelled_frames_mean_iou"] = float(np.mean(list(ious.values())))
-    return result
+    if network == "hyperbolic" and preset not in PRESETS:
+        raise invalid("preset", preset, f"one of {sorted(PRESETS)}")
 
 
 # === The job ===
@@ -408,25 +254,84 @@ def _prepare_work_dir(work, fingerprint, verbose):
     return False
 
 
-def segment_video(
-    input,
-    labels,
-    output,
-    *,
-    steps=None,
-    network="hyperbolic",
-    preset=None,
-    memory_budget_mb=None,
-    truth=None,
-    export=None,
-    overwrite=False,
-    learning_rate=None,
-    unet_filters=None,
-    unet_levels=None,
-    seed=0,
-    verbose=1,
-    fps=None,
-):
+def _settings_record(settings, network, seed):
+    """The settings of a segment run as metrics.json and the resume fingerprint hold them."""
+    return {"steps": settings.steps, "network": network, "preset": settings.preset,
+            "memory_budget_mb": settings.memory_budget_mb,
+            "learning_rate": settings.learning_rate_of(network),
+            "unet_filters": settings.unet_filters, "unet_levels": settings.unet_levels,
+            "seed": int(seed)}
+
+
+def _build_and_prepare(pipeline, network, inputs, settings):
+    """The network for `inputs` and the prepared video (padded, planned); SegmentError if it can't."""
+    model = pipeline.build_network(network, inputs["num_classes"], settings)
+    if model.rank != 3:
+        raise SegmentError(f"--preset {settings.preset} is a {model.rank}D network; segment "
+                           "needs a 3D one (time, height, width)")
+    video = inputs["video"]
+    targets = np.zeros(video.shape[:3], np.int32)
+    weights = np.zeros(video.shape[:3], np.float32)
+    for frame, mask in inputs["labels"].items():
+        targets[frame], weights[frame] = mask, 1.0
+    try:
+        prepared = pipeline.prepare(model, video, targets, weights, settings.memory_budget_mb)
+    except pipeline.BudgetTooSmall as error:
+        raise SegmentError(str(error)) from None
+    return model, prepared
+
+
+def _describe_plan(inputs, model, network, prepared):
+    plan, video = prepared.plan, inputs["video"]
+    return (f"video {video.shape} ({'grey' if video.shape[-1] == 1 else 'RGB'}), "
+            f"{inputs['num_classes']} classes, labelled frames {sorted(inputs['labels'])}; "
+            f"padded to {prepared.video.shape[:3]} (multiples of {prepared.multiple})\n"
+            f"network: {type(model).__name__} ({network}); training on "
+            + ("the whole video" if plan["mode"] == "whole" else
+               f"windows of {plan['window']} frames holding a labelled frame")
+            + f": estimated step memory {plan['estimate_mb']:.0f} MB of the "
+            f"{plan['memory_budget_mb']:g} MB budget"
+            + (f" (whole video: {plan['whole_video_estimate_mb']:.0f} MB)"
+               if plan["mode"] == "windows" else ""))
+
+
+def _metrics(input, inputs, prepared, record, model, result, resumed):
+    """metrics.json of a segment run (without `predict_seconds`, `outputs`, `truth`, `exported`)."""
+    training = {**prepared.plan, **result, "steps_this_run": result["steps"],
+                "resumed": resumed or result["steps"] < record["steps"]}
+    del training["steps"]
+    return {
+        "input": os.fspath(input),
+        "video_shape": list(inputs["video"].shape),
+        "padded_shape": list(prepared.video.shape),
+        "num_classes": inputs["num_classes"],
+        "labelled_frames": sorted(inputs["labels"]),
+        "label_files": {str(f): p for f, p in inputs["label_sources"].items()},
+        "class_colours": inputs["colours"],
+        "settings": record,
+        "network": type(model).__name__,
+        "parameters": int(model.count_params()),
+        "training": training,
+        "onednn": runtime.onednn_enabled(),
+    }
+
+
+def _publish(work, output):
+    """Renames the finished `work` to `output` (an --overwrite's old output goes only then)."""
+    if os.path.exists(output):
+        old = output + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(output, old)
+        os.rename(work, output)
+        shutil.rmtree(old)
+    else:
+        os.rename(work, output)
+
+
+def segment_video(input, labels, output, *, steps=None, network="hyperbolic", preset=None,
+                  memory_budget_mb=None, truth=None, export=None, overwrite=False,
+                  learning_rate=None, unet_filters=None, unet_levels=None, seed=0, verbose=1,
+                  fps=None):
     """Trains a 3D network on one video from a few labelled frames and segments every frame.
 
     Args:
@@ -451,6 +356,8 @@ def segment_video(
         verbose: 0 silent, 1 Keras progress bar, 2 one line per epoch.
         fps: frames per second of the overlay animation (default 8).
 
+    Defaults not given are `segmentation_settings.SEGMENT`'s (the main job's).
+
     Returns:
         A dict: `model`, `labels` (int32 `(T, H, W)` predicted classes),
         `metrics` (also in `metrics.json`) and `output`.
@@ -459,153 +366,55 @@ def segment_video(
         SegmentError: bad input (unreadable or empty files, mask sizes,
             frame indices, class ids, too few classes, an existing output),
             before anything is created or trained.
+        ValueError: a bad setting (naming the argument), equally early.
     """
-    settings = {
-        "steps": check_positive_int(DEFAULTS["steps"] if steps is None else steps, "steps"),
-        "network": check_choice(network, NETWORKS, "network"),
-        "preset": DEFAULTS["preset"] if preset is None else preset,
-        "memory_budget_mb": float(DEFAULTS["memory_budget_mb"] if memory_budget_mb is None
-                                  else memory_budget_mb),
-        "learning_rate": float(DEFAULTS["learning_rate"][network] if learning_rate is None
-                               else learning_rate),
-        "unet_filters": check_positive_int(unet_filters or DEFAULTS["unet_filters"],
-                                           "unet_filters"),
-        "unet_levels": check_positive_int(DEFAULTS["unet_levels"] if unet_levels is None
-                                          else unet_levels, "unet_levels"),
-        "seed": int(seed),
-    }
-    if not settings["memory_budget_mb"] > 0:
-        raise invalid("memory_budget_mb", memory_budget_mb, "a positive number of megabytes")
-    if not settings["learning_rate"] > 0:
-        raise invalid("learning_rate", learning_rate, "a positive number")
-    fps = check_positive_int(DEFAULTS["fps"] if fps is None else fps, "fps")
-    from keras_hyperbolic.models.presets import PRESETS
-
-    if network == "hyperbolic" and settings["preset"] not in PRESETS:
-        raise invalid("preset", settings["preset"], f"one of {sorted(PRESETS)}")
-    output = os.path.normpath(os.fspath(output))
-    if os.path.exists(output) and not overwrite:
-        raise SegmentError(f"{output} already exists; pass --overwrite to replace it")
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise SegmentError(f"{output} exists and is not a directory")
-    parent = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(parent):
-        raise SegmentError(f"the parent directory of {output} does not exist: {parent}")
+    settings = check_settings(network, steps, preset, memory_budget_mb, learning_rate,
+                              unet_filters, unet_levels)
+    fps = check_positive_int(OVERLAY_FPS if fps is None else fps, "fps")
+    output = check_output(output, overwrite)
     inputs = load_inputs(input, labels, truth)
     if export is not None and os.path.exists(export) and not os.path.isdir(export):
         raise SegmentError(f"--export {export} exists and is not a directory")
+    _check_preset(network, settings.preset)
 
     # === Everything checked: TensorFlow from here on ===
     import keras
 
-    from keras_hyperbolic import runtime
-    from keras_hyperbolic.tasks import video_training
+    from keras_hyperbolic.tasks import segmentation_pipeline as pipeline
 
-    video, masks = inputs["video"], inputs["labels"]
-    frames, height, width, channels = video.shape
-    num_classes = inputs["num_classes"]
-    labelled = sorted(masks)
-    keras.utils.set_random_seed(settings["seed"])
-    model, multiple = build_network(network, num_classes, channels, settings["preset"],
-                                    settings["unet_filters"], settings["unet_levels"])
-    pads = [pad_amounts(s, multiple) for s in (frames, height, width)]
-    padded_video = pad_reflect(video, pads + [(0, 0)])
-    padded_shape = padded_video.shape
-    targets = np.zeros((frames, height, width), np.int32)
-    weights = np.zeros((frames, height, width), np.float32)
-    for f, mask in masks.items():
-        targets[f], weights[f] = mask, 1.0
-    padded_targets = pad_reflect(targets, pads)
-    padded_weights = np.zeros(padded_shape[:3], np.float32)  # padding is never a label
-    padded_weights[:frames, :height, :width] = weights
-    plan = plan_training(model, padded_shape, multiple, settings["memory_budget_mb"], labelled)
+    keras.utils.set_random_seed(int(seed))
+    model, prepared = _build_and_prepare(pipeline, network, inputs, settings)
     if verbose:
-        print(f"video {video.shape} ({'grey' if channels == 1 else 'RGB'}), {num_classes} "
-              f"classes, labelled frames {labelled}; padded to {padded_shape[:3]} "
-              f"(multiples of {multiple})")
-        print(f"network: {type(model).__name__} ({network}); training on "
-              + ("the whole video" if plan["mode"] == "whole" else
-                 f"windows of {plan['window']} frames holding a labelled frame")
-              + f": estimated step memory {plan['estimate_mb']:.0f} MB of the "
-              f"{settings['memory_budget_mb']:g} MB budget"
-              + (f" (whole video: {plan['whole_video_estimate_mb']:.0f} MB)"
-                 if plan["mode"] == "windows" else ""))
-
+        print(_describe_plan(inputs, model, network, prepared))
+    record = _settings_record(settings, network, seed)
     work = output + ".partial"
-    resumed = _prepare_work_dir(work, _fingerprint(inputs, {**settings, "input": str(input)}),
+    resumed = _prepare_work_dir(work, _fingerprint(inputs, {**record, "input": str(input)}),
                                 verbose)
-    model.build((None, plan["window"]) + tuple(padded_shape[1:]))
-    if plan["mode"] == "whole":
-        data = video_training.video_dataset(padded_video, padded_targets, padded_weights)
-    else:
-        starts = valid_window_starts(padded_shape[0], plan["window"], labelled)
-        data = window_dataset(padded_video, padded_targets, padded_weights, plan["window"],
-                              starts, settings["seed"])
     if verbose:
-        print(f"\n== training {settings['steps']} steps, {model.count_params():,} parameters")
-    result = video_training.train_for_steps(
-        model, data, settings["steps"], settings["learning_rate"],
-        run_dir=os.path.join(work, "run"), verbose=verbose)
-
+        print(f"\n== training {settings.steps} steps, {model.count_params():,} parameters")
+    result = pipeline.train(model, prepared, settings.steps, settings.learning_rate_of(network),
+                            run_dir=os.path.join(work, "run"), seed=int(seed), verbose=verbose)
     start = time.perf_counter()
-    probabilities = predict_probabilities(model, padded_video, plan["window"])
+    labels_out = pipeline.predict(model, prepared)
     predict_seconds = time.perf_counter() - start
-    labels_out = np.argmax(probabilities[:frames, :height, :width], axis=-1).astype(np.int32)
-
-    mask_dir = os.path.join(work, "masks")
-    os.makedirs(mask_dir, exist_ok=True)
-    digits = max(5, len(str(frames - 1)))
-    for t in range(frames):
-        media.write_mask_png(os.path.join(mask_dir, f"frame_{t:0{digits}d}.png"), labels_out[t],
-                             num_classes)
-    np.save(os.path.join(work, "masks.npy"), labels_out)
-    overlay = media.overlay_frames(video, labels_out, num_classes)
-    animations = [media.write_animation(os.path.join(work, "overlay.gif"), overlay, fps)]
-    if media.video_writer_available():
-        animations.append(media.write_animation(os.path.join(work, "overlay.mp4"), overlay, fps))
+    metrics = _metrics(input, inputs, prepared, record, model, result, resumed)
+    metrics["predict_seconds"] = predict_seconds
+    outputs = pipeline.write_label_outputs(work, inputs["video"], labels_out,
+                                           inputs["num_classes"], fps)
     model.save(os.path.join(work, MODEL_FILE))
-
-    metrics = {
-        "input": os.fspath(input),
-        "video_shape": list(video.shape),
-        "padded_shape": list(padded_shape),
-        "num_classes": num_classes,
-        "labelled_frames": labelled,
-        "label_files": {str(f): p for f, p in inputs["label_sources"].items()},
-        "class_colours": inputs["colours"],
-        "settings": settings,
-        "network": type(model).__name__,
-        "parameters": int(model.count_params()),
-        "training": {**plan, **result, "steps_this_run": result["steps"],
-                     "resumed": resumed or result["steps"] < settings["steps"]},
-        "predict_seconds": predict_seconds,
-        "onednn": runtime.onednn_enabled(),
-        "outputs": {"masks": "masks/", "masks_npy": "masks.npy", "model": MODEL_FILE,
-                    "animations": [os.path.basename(a) for a in animations]},
-    }
-    del metrics["training"]["steps"]
+    metrics["outputs"] = {**outputs, "model": MODEL_FILE}
     if inputs["truth"] is not None:
-        metrics["truth"] = truth_metrics(inputs["truth"], labels_out, set(labelled), num_classes)
-    with open(os.path.join(work, "metrics.json"), "w") as handle:
-        json.dump(metrics, handle, indent=2)
+        metrics["truth"] = pipeline.truth_metrics(inputs["truth"], labels_out,
+                                                  set(inputs["labels"]),
+                                                  inputs["num_classes"])
+    pipeline.write_metrics(work, metrics)
     os.remove(os.path.join(work, "run.json"))
-
-    if os.path.exists(output):  # --overwrite: the old output goes only once the new one is whole
-        old = output + ".old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(output, old)
-        os.rename(work, output)
-        shutil.rmtree(old)
-    else:
-        os.rename(work, output)
-    exported = None
+    _publish(work, output)
     if export is not None:
         from keras_hyperbolic.export import export_saved_model
 
-        exported = export_saved_model(model, export, SERVING_NAME, overwrite=overwrite)
-        metrics["exported"] = exported
-        with open(os.path.join(output, "metrics.json"), "w") as handle:
-            json.dump(metrics, handle, indent=2)
+        metrics["exported"] = export_saved_model(model, export, SERVING_NAME, overwrite=overwrite)
+        pipeline.write_metrics(output, metrics)
     if verbose:
         print("\n" + report(metrics, output))
     return {"model": model, "labels": labels_out, "metrics": metrics, "output": output}
@@ -662,7 +471,7 @@ def write_demo_data(output, frames=24, height=48, width=48, num_digits=3, seed=0
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.join(work, "labels"))
     os.makedirs(os.path.join(work, "truth"))
-    media.write_animation(os.path.join(work, "video.gif"), video, fps=DEFAULTS["fps"])
+    media.write_animation(os.path.join(work, "video.gif"), video, fps=OVERLAY_FPS)
     digits = len(str(frames - 1))
     for t in range(frames):
         media.write_mask_png(os.path.join(work, "truth", f"frame_{t:0{digits}d}.png"),

@@ -12,59 +12,77 @@ In the same run a plain Keras 3D U-Net of similar parameter count
 (`BaselineUNet`, group norm) is trained the same way (same video, loss,
 optimiser and number of steps) as the baseline, and the segmenter's
 training-step memory is measured with and without the memory-efficient engine.
+Settings: `segmentation_settings.FULL` (`QUICK` for `--quick`); stages:
+`segmentation_pipeline`.
 """
 
-import json
+import dataclasses
 import os
 
 import keras
 
 from keras_hyperbolic import runtime
-from keras_hyperbolic.data import make_digit_video
-from keras_hyperbolic.models import BaselineUNet, HyperbolicSegmenter
+from keras_hyperbolic.data import make_digit_video, segmentation_iou
 from keras_hyperbolic.profiling import training_step_memory
-from keras_hyperbolic.tasks import video_training
-from keras_hyperbolic.validation import check_positive_int
+from keras_hyperbolic.tasks import segmentation_pipeline as pipeline
+from keras_hyperbolic.tasks.pictures import write_slices_png
+from keras_hyperbolic.tasks.segmentation_settings import FULL, NETWORKS, QUICK
 
-FULL = {
-    # 16 frames of 48 x 48 (labels on frames 1, 7, 15), 300 steps per network: the README's
-    # first command took about 7 minutes on 2 CPU cores, 14-16 at 64 x 64 (docs/guides/networks.md, "The main job").
-    "frames": 16, "height": 48, "width": 48, "steps": 300,
-    # A sweep on this video (300 steps, seed 0; `benchmarks/lr_sweep.py` repeats it), segmenter
-    # with HyperbolicBlock's default (weight) normalisation: 1e-3, 3e-3, 5e-3, 1e-2 reached
-    # mean IoU 61.2, 91.8, 88.4, 65.2.
-    "learning_rate": 3e-3,
-    # 20 filters: about the segmenter's parameter count ("similar size").
-    "preset": "video_cpu", "unet_filters": 20,
-    # The U-Net's, from the same sweep (1e-3, 3e-3, 1e-2): mean IoU 90.8, 93.8, 92.7.
-    "unet_learning_rate": 3e-3,
-}
-QUICK = {
-    "frames": 8, "height": 16, "width": 16, "steps": 3, "learning_rate": 1e-2,
-    "preset": "tiny_3d", "unet_filters": 2, "unet_learning_rate": 3e-3,
-}
-MODEL_FILE = "hyperbolic_segmenter.keras"
+MODEL_FILES = {"hyperbolic": "hyperbolic_segmenter.keras", "unet": "unet_baseline.keras"}
+MODEL_FILE = MODEL_FILES["hyperbolic"]
 
 
-def make_video(settings=None, seed=0):
-    """The main job's video (`make_digit_video`) at the size of `settings` (default `FULL`)."""
-    settings = FULL if settings is None else settings
-    return make_digit_video(frames=settings["frames"], height=settings["height"],
-                            width=settings["width"], digit_size=min(24, settings["height"] // 2),
-                            seed=seed)
+def make_video(settings=FULL, seed=0):
+    """The main job's video (`make_digit_video`) at the size of `settings`."""
+    return make_digit_video(frames=settings.frames, height=settings.height, width=settings.width,
+                            digit_size=min(24, settings.height // 2), seed=seed)
 
 
-def build_network(name, settings=None):
-    """The main job's "hyperbolic" segmenter or "unet" baseline, sized by `settings` (`FULL`)."""
-    settings = FULL if settings is None else settings
-    if name == "hyperbolic":
-        return HyperbolicSegmenter.from_preset(settings["preset"], num_classes=2)
-    return BaselineUNet(num_classes=2, rank=3, filters=settings["unet_filters"], levels=2)
+def step_memory(model, data):
+    """`training_step_memory` of `model` on the video (`data`: `make_video`'s dict)."""
+    return training_step_memory(model, *(data[k][None] for k in ("video", "masks", "weights")))
+
+
+def train_network(name, model, data, settings, run_dir, verbose=1, time_budget=None,
+                  measure_memory=True):
+    """Trains one network on the main job's video (`make_video`) and measures it on every frame.
+
+    Runs the pipeline's stages (prepare, train, predict) with the rate of
+    `name` in `settings`. Returns `(result, labels)`: `train`'s result with the
+    learning rate, the IoUs over all frames (`segmentation_iou`), the parameter
+    count and (`measure_memory`) the training-step memory; the predicted
+    `(T, H, W)` labels.
+    """
+    video, masks = data["video"], data["masks"]
+    prepared = pipeline.prepare(model, video, masks, data["weights"], settings.memory_budget_mb)
+    if verbose:
+        print(f"\n== {name}: {type(model).__name__}, {model.count_params():,} parameters")
+    rate = settings.learning_rate_of(name)
+    result = pipeline.train(model, prepared, settings.steps, rate, run_dir=run_dir,
+                            verbose=verbose, time_budget=time_budget)
+    result["learning_rate"] = rate
+    if measure_memory:
+        # Before predicting, as the published runs did: where the allocator is available the
+        # measurement's two `train_on_batch` steps train this model (not in a subprocess).
+        result["memory"] = step_memory(model, data)
+    labels = pipeline.predict(model, prepared)
+    result.update(segmentation_iou(masks, labels), parameters=int(model.count_params()))
+    return result, labels
+
+
+def plain_autodiff_memory(model, data):
+    """The paper's comparison: the same network and weights without the memory-efficient engine."""
+    plain = type(model).from_config({**model.get_config(), "memory_efficient": False})
+    plain.build((None,) + data["video"].shape)
+    plain.set_weights(model.get_weights())
+    plain.compile(optimizer=keras.optimizers.Adam(1e-4),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return step_memory(plain, data)
 
 
 def train_video_segmentation(
     output="outputs/video_segmentation",
-    epochs=None,
+    steps=None,
     quick=False,
     seed=0,
     verbose=1,
@@ -80,7 +98,7 @@ def train_video_segmentation(
 
     Args:
         output: directory for the models, `slices.png`, `metrics.json` and the run logs.
-        epochs: training steps of each network (one step = the whole video once;
+        steps: training steps of each network (one step = the whole video once;
             default 300, quick 3).
         quick: a CI-sized run (8 x 16 x 16 video, tiny networks, seconds).
         seed: seed of the video and of the weights.
@@ -97,68 +115,38 @@ def train_video_segmentation(
     seconds per step, the training-step memory and the parameter count, plus
     the run's settings and whether oneDNN was on.
     """
-    settings = dict(QUICK if quick else FULL)
-    for key, value in (("steps", epochs), ("learning_rate", learning_rate),
-                       ("unet_learning_rate", unet_learning_rate), ("preset", preset),
-                       ("unet_filters", unet_filters)):
-        if value is not None:
-            settings[key] = value
-    check_positive_int(settings["steps"], "epochs")
-    settings["time_budget"] = time_budget
+    settings = (QUICK if quick else FULL).override(
+        steps=steps, learning_rate=learning_rate, unet_learning_rate=unet_learning_rate,
+        preset=preset, unet_filters=unet_filters).check()
     keras.utils.set_random_seed(seed)
     os.makedirs(output, exist_ok=True)
-
     data = make_video(settings, seed)
-    video, masks, weights = data["video"], data["masks"], data["weights"]
-    labelled = data["labelled_frames"]
+    video, masks, labelled = data["video"], data["masks"], data["labelled_frames"]
     if verbose:
         print(f"video {video.shape}, digits {data['digits']}, labelled frames {labelled} of "
               f"{len(video)}, foreground {100 * masks.mean():.1f}% of pixels")
-
-    networks = {name: build_network(name, settings)
-                for name in (("hyperbolic", "unet") if train_unet else ("hyperbolic",))}
-    rates = {"hyperbolic": settings["learning_rate"], "unet": settings["unet_learning_rate"]}
-    metrics = {"settings": settings, "labelled_frames": list(labelled),
-               "onednn": runtime.onednn_enabled()}
+    names = NETWORKS if train_unet else NETWORKS[:1]
+    networks = {name: pipeline.build_network(name, 2, settings) for name in names}
+    metrics = {"settings": {**dataclasses.asdict(settings), "time_budget": time_budget},
+               "labelled_frames": list(labelled), "onednn": runtime.onednn_enabled()}
     predictions = {}
     for name, model in networks.items():
-        model.build((None,) + video.shape)
-        if verbose:
-            print(f"\n== {name}: {type(model).__name__}, {model.count_params():,} parameters")
-        result = video_training.train_for_steps(
-            model, (video, masks, weights), settings["steps"], rates[name],
-            run_dir=os.path.join(output, f"run_{name}"), verbose=verbose,
-            time_budget=time_budget)
-        result["learning_rate"] = rates[name]
-        result["memory"] = training_step_memory(model, video[None], masks[None], weights[None])
+        result, labels = train_network(name, model, data, settings,
+                                       os.path.join(output, f"run_{name}"), verbose, time_budget)
         if name == "hyperbolic":
-            # The paper's comparison: the same network and weights without the
-            # memory-efficient engine (plain autodiff stores every activation).
-            plain = type(model).from_config({**model.get_config(), "memory_efficient": False})
-            plain.build((None,) + video.shape)
-            plain.set_weights(model.get_weights())
-            plain.compile(optimizer=keras.optimizers.Adam(1e-4),
-                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            result["memory_plain_autodiff"] = training_step_memory(
-                plain, video[None], masks[None], weights[None])
-        labels, iou = video_training.evaluate(model, video, masks)
-        result.update(iou, parameters=int(model.count_params()))
-        predictions[name] = labels
+            result["memory_plain_autodiff"] = plain_autodiff_memory(model, data)
+        predictions[f"{type(model).__name__}\nmean IoU {result['mean_iou']:.1f}"] = labels
         metrics[name] = result
-        path = os.path.join(output, MODEL_FILE if name == "hyperbolic" else "unet_baseline.keras")
+        path = os.path.join(output, MODEL_FILES[name])
         model.save(path)
         if verbose:
-            print(f"{name}: {video_training.describe_training(result)}, mean IoU "
-                  f"{iou['mean_iou']:.1f}; saved {path}")
-
-    png = os.path.join(output, "slices.png")
-    video_training.write_slices_png(png, video, masks, predictions, labelled)
-    metrics["png"] = png
-    with open(os.path.join(output, "metrics.json"), "w") as handle:
-        json.dump(metrics, handle, indent=2)
+            print(f"{name}: {pipeline.describe_training(result)}, mean IoU "
+                  f"{result['mean_iou']:.1f}; saved {path}")
+    metrics["png"] = os.path.join(output, "slices.png")
+    write_slices_png(metrics["png"], video, masks, predictions, labelled)
+    json_path = pipeline.write_metrics(output, metrics)
     if verbose:
-        print("\n" + report(metrics))
-        print(f"\nwrote {png} and {os.path.join(output, 'metrics.json')}")
+        print("\n" + report(metrics) + f"\n\nwrote {metrics['png']} and {json_path}")
     return {"model": networks["hyperbolic"], "unet": networks.get("unet"), "metrics": metrics,
             "model_path": os.path.join(output, MODEL_FILE)}
 

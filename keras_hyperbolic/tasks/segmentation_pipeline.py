@@ -1,0 +1,432 @@
+"""Segmenting a video from a few labelled frames, in stages: build, prepare, train, predict, write.
+
+The protocol of the hyperbolic paper (Lensink, Peters & Haber, section
+6.1.2): ONE video, the loss sees the masks of a few labelled frames only
+(per-pixel sample weights 1 there and 0 elsewhere), random flips of time and
+space, and every frame is predicted. The main job (`video_segmentation`), the
+iUNet task, `keras-hyperbolic segment` and the benchmarks run these stages:
+
+1. `build_network(name, num_classes, settings)`: the segmenter, the U-Net
+   baseline or the iUNet, sized by a `SegmentationSettings`.
+2. `prepare(model, video, targets, weights, budget_mb)`: pads (reflect) to a
+   multiple of the network's `input_multiple` along time, height and width,
+   and plans: the whole video when the network's estimated training step
+   (`profiling.training_step_estimate`) fits the budget, otherwise the longest
+   temporal windows that fit, each holding at least one labelled frame.
+3. `train(model, prepared, steps, learning_rate, run_dir)`: exactly `steps`
+   steps (one step: the whole video or one window once), compiled by
+   `compile_for_segmentation`, backed up every up to 30 steps so a killed run
+   resumes.
+4. `predict(model, prepared)`: the labels of every frame, cropped back; in
+   windows, half-overlapping, their class probabilities blended by a tent
+   weight (highest at a window's centre).
+5. `write_label_outputs`, `write_metrics`: masks, animations, metrics.json.
+"""
+
+import dataclasses
+import json
+import os
+import random
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_hyperbolic import runtime
+from keras_hyperbolic.data import media
+from keras_hyperbolic.training import standard_callbacks
+from keras_hyperbolic.validation import invalid
+
+#: Steps between two backups of a run (a killed run resumes from its last backup).
+BACKUP_EVERY_STEPS = 30
+
+# === 1. The network ===
+
+
+def build_network(name, num_classes, settings):
+    """The "hyperbolic" segmenter (`settings.preset`), the "unet" baseline or the "iunet"."""
+    from keras_hyperbolic.models import BaselineUNet, HyperbolicSegmenter, InvertibleUNet
+
+    if name == "hyperbolic":
+        return HyperbolicSegmenter.from_preset(settings.preset, num_classes=num_classes)
+    if name == "unet":
+        return BaselineUNet(num_classes=num_classes, rank=3, filters=settings.unet_filters,
+                            levels=settings.unet_levels)
+    if name == "iunet":
+        # Learnable orthogonal up/down-sampling, additive couplings, identity at initialisation;
+        # a linear convolution in (RGB -> 8 channels) and out (-> class logits).
+        return InvertibleUNet(rank=3, channels=8, levels=3, blocks_per_level=2,
+                              hidden_channels=16, project_input=True,
+                              output_channels=num_classes)
+    raise invalid("name", name, "one of ['hyperbolic', 'iunet', 'unet']")
+
+
+# === 2. Prepare: pad, plan the whole video or windows ===
+
+
+def pad_amounts(size, multiple):
+    """(before, after) padding bringing `size` to a multiple of `multiple` (all after)."""
+    return (0, -size % multiple)
+
+
+def pad_reflect(array, pads):
+    """Reflect padding (edge padding along an axis of size 1, where nothing reflects)."""
+    for axis, (before, after) in enumerate(pads):
+        if before or after:
+            mode = "reflect" if array.shape[axis] > 1 else "edge"
+            width = [(0, 0)] * array.ndim
+            width[axis] = (before, after)
+            array = np.pad(array, width, mode=mode)
+    return array
+
+
+def valid_window_starts(length, window, labelled):
+    """Starts of `window`-frame windows in `[0, length)` holding at least one labelled frame."""
+    return [s for s in range(length - window + 1) if any(s <= f < s + window for f in labelled)]
+
+
+def window_starts(length, window):
+    """Half-overlapping windows covering `[0, length)`, the last one flush with the end."""
+    if window >= length:
+        return [0]
+    stride = max(1, window // 2)
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+def tent(window):
+    """Blending weight of a window's frames: highest at the centre, > 0 at the ends."""
+    t = np.arange(window, dtype=np.float32)
+    return np.minimum(t + 1, window - t)
+
+
+class BudgetTooSmall(ValueError):
+    """Not even the shortest window's estimated training step fits the memory budget."""
+
+
+def largest_frames(model, height, width, channels, budget_mb, multiple, limit=4096):
+    """The most frames (a multiple of `multiple`, at most `limit`) whose estimated step fits.
+
+    The estimate is affine in the number of frames (weights plus per-frame
+    activations), so two estimates place the answer; it is then checked, and
+    moved by `multiple` frames until it fits and the next size does not.
+    Returns 0 when not even `multiple` frames fit.
+    """
+    from keras_hyperbolic.profiling import training_step_estimate
+
+    cache = {}
+
+    def estimate_mb(frames):
+        if frames not in cache:
+            shape = (frames, height, width, channels)
+            cache[frames] = training_step_estimate(model, shape)["total_bytes"] / 2**20
+        return cache[frames]
+
+    limit = limit // multiple * multiple
+    small, large = multiple, 2 * multiple
+    slope = (estimate_mb(large) - estimate_mb(small)) / multiple
+    guess = small + (budget_mb - estimate_mb(small)) / max(slope, 1e-12)
+    frames = int(min(max(guess // multiple * multiple, multiple), limit))
+    while frames > multiple and estimate_mb(frames) > budget_mb:
+        frames -= multiple
+    while frames + multiple <= limit and estimate_mb(frames + multiple) <= budget_mb:
+        frames += multiple
+    return frames if estimate_mb(frames) <= budget_mb else 0
+
+
+def plan_training(model, padded_shape, multiple, budget_mb, labelled):
+    """`{"mode": "whole" | "windows", "window", "estimate_mb", ...}` from the network's estimate."""
+    from keras_hyperbolic.profiling import training_step_estimate
+
+    frames = padded_shape[0]
+    mib = 2**20
+    whole = training_step_estimate(model, padded_shape)["total_bytes"] / mib
+    plan = {"whole_video_estimate_mb": whole, "memory_budget_mb": budget_mb}
+    if whole <= budget_mb:
+        return {"mode": "whole", "window": frames, "estimate_mb": whole, **plan}
+    window = largest_frames(model, *padded_shape[1:], budget_mb, multiple,
+                            limit=frames - multiple)
+    if window == 0:
+        smallest = training_step_estimate(model, (multiple,) + tuple(padded_shape[1:]))
+        raise BudgetTooSmall(
+            f"the memory budget of {budget_mb:g} MB is too small: one training step on a window "
+            f"of {multiple} frames of {padded_shape[1]} x {padded_shape[2]} needs about "
+            f"{smallest['total_bytes'] / mib:.0f} MB (whole video: {whole:.0f} MB); raise "
+            "--memory-budget or give a smaller video")
+    estimate = training_step_estimate(model, (window,) + tuple(padded_shape[1:]))
+    return {"mode": "windows", "window": window, "estimate_mb": estimate["total_bytes"] / mib,
+            "windows_with_labels": len(valid_window_starts(frames, window, labelled)), **plan}
+
+
+@dataclasses.dataclass
+class PreparedVideo:
+    """A video ready for a network: padded arrays, the labelled frames, the training plan."""
+
+    video: np.ndarray  # (T', H', W', C) float32, padded
+    targets: np.ndarray  # (T', H', W') int32 class ids
+    weights: np.ndarray  # (T', H', W') float32: 1 on labelled pixels, 0 elsewhere and in padding
+    size: tuple  # (T, H, W) before padding
+    multiple: int
+    labelled: list
+    plan: dict
+
+    def crop(self, array):
+        """`array` (padded along its first three axes) cut back to the video's size."""
+        frames, height, width = self.size
+        return array[:frames, :height, :width]
+
+
+def prepare(model, video, targets, weights, budget_mb):
+    """Pads the video for `model`, plans whole video or windows, and builds `model` for it.
+
+    Args:
+        model: a 3D segmentation network with an `input_multiple`.
+        video: `(T, H, W, C)` float32 frames.
+        targets: `(T, H, W)` class ids (read where `weights` > 0).
+        weights: `(T, H, W)` per-pixel loss weights: 1 on the labelled frames.
+        budget_mb: the training-step memory to plan for.
+
+    Raises:
+        BudgetTooSmall: not even a window of `model.input_multiple` frames fits.
+    """
+    size = tuple(video.shape[:3])
+    multiple = int(model.input_multiple)
+    pads = [pad_amounts(s, multiple) for s in size]
+    padded_weights = np.zeros([s + after for s, (_, after) in zip(size, pads)], np.float32)
+    padded_weights[: size[0], : size[1], : size[2]] = weights  # padding is never a label
+    labelled = [int(t) for t in np.flatnonzero(weights.reshape(size[0], -1).any(axis=1))]
+    prepared = PreparedVideo(
+        video=pad_reflect(video, pads + [(0, 0)]),
+        targets=pad_reflect(np.asarray(targets, np.int32), pads), weights=padded_weights,
+        size=size, multiple=multiple, labelled=labelled, plan={})
+    # The estimates build copies of the model, drawing Keras's initialiser seeds from Python's
+    # generator; put it back so that the model's own weights do not depend on the plan.
+    state = random.getstate()
+    prepared.plan = plan_training(model, prepared.video.shape, multiple, budget_mb, labelled)
+    random.setstate(state)
+    model.build((None, prepared.plan["window"]) + tuple(prepared.video.shape[1:]))
+    return prepared
+
+
+# === 3. Train a fixed number of steps ===
+
+
+def augment(x, y, w):
+    """Random flips of time and space (the weights flip with the frames they label)."""
+    rank = len(x.shape) - 2
+    for axis in range(1, rank + 1):
+        flip = tf.random.uniform(()) < 0.5
+        x, y, w = (tf.cond(flip, lambda t=t: tf.reverse(t, [axis]), lambda t=t: t)
+                   for t in (x, y, w))
+    return x, y, w
+
+
+def video_dataset(video, masks, weights, flips=True):
+    """The one video as an endless dataset of batches of 1 (optionally randomly flipped)."""
+    data = tf.data.Dataset.from_tensors((video[None], masks[None], weights[None])).repeat()
+    if flips:
+        data = data.map(augment)
+    return data.prefetch(2)
+
+
+def window_dataset(video, masks, weights, window, starts, seed):
+    """Endless batches of one `window`-frame slice (a random start from `starts`), flipped."""
+    video, masks, weights = (tf.constant(a) for a in (video, masks, weights))
+    starts = tf.constant(starts, tf.int32)
+    indices = tf.data.Dataset.random(seed=seed).map(
+        lambda r: starts[tf.cast(r % tf.cast(tf.size(starts), tf.int64), tf.int32)])
+
+    def cut(start):
+        return tuple(t[None, start:start + window] for t in (video, masks, weights))
+
+    return indices.map(cut).map(augment).prefetch(2)
+
+
+class StepCounter(keras.callbacks.Callback):
+    """Counts training steps; with `seconds`, stops training once they have passed.
+
+    The wall-clock limit is an explicit option only: by default training runs
+    its fixed number of steps, so a slower machine gets the same model, later.
+    """
+
+    def __init__(self, seconds=None):
+        super().__init__()
+        self.seconds = seconds
+        self.steps_done = 0
+        self.stopped_by_time = False
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps_done += 1
+        if self.seconds is not None and time.perf_counter() - self.start > self.seconds:
+            self.stopped_by_time = True
+            self.model.stop_training = True
+
+
+def steps_per_backup(steps):
+    """The largest divisor of `steps` up to BACKUP_EVERY_STEPS: epochs adding up to `steps` exactly."""
+    return max(d for d in range(1, min(steps, BACKUP_EVERY_STEPS) + 1) if steps % d == 0)
+
+
+def compile_for_segmentation(model, learning_rate, steps):
+    """The training recipe: Adam, cosine decay to 5 % over `steps`, masked cross-entropy.
+
+    The masking is the sample weights (1 on labelled pixels) that the datasets carry.
+    """
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.05)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+
+
+def train(model, prepared, steps, learning_rate, run_dir, seed=0, verbose=1, time_budget=None):
+    """Trains `model` exactly `steps` steps on a `PreparedVideo` (whole, or windows by its plan).
+
+    Args:
+        model: a segmentation model producing per-voxel logits, built by `prepare`.
+        prepared: the `PreparedVideo`.
+        steps: training steps (one step: the whole video or one window once).
+        learning_rate: the initial learning rate (`compile_for_segmentation`).
+        run_dir: where `standard_callbacks` keep the backup and the CSV log.
+        seed: seed of the windows' order.
+        verbose: Keras `fit` verbosity.
+        time_budget: seconds after which training stops early (None: never).
+
+    Returns:
+        A dict: `steps` (run), `steps_planned`, `train_seconds`, `seconds_per_step`,
+        `stopped_by_time_budget`, `final_loss`.
+    """
+    runtime.warn_if_onednn_off()
+    arrays = (prepared.video, prepared.targets, prepared.weights)
+    if prepared.plan["mode"] == "whole":
+        data = video_dataset(*arrays)
+    else:
+        window = prepared.plan["window"]
+        starts = valid_window_starts(len(prepared.video), window, prepared.labelled)
+        data = window_dataset(*arrays, window, starts, seed)
+    compile_for_segmentation(model, learning_rate, steps)
+    counter = StepCounter(time_budget)
+    per_epoch = steps_per_backup(steps)
+    start = time.perf_counter()
+    history = model.fit(data, steps_per_epoch=per_epoch, epochs=steps // per_epoch,
+                        shuffle=False, callbacks=[counter] + standard_callbacks(run_dir),
+                        verbose=verbose)
+    seconds = time.perf_counter() - start
+    return {
+        "steps": counter.steps_done,
+        "steps_planned": steps,
+        "train_seconds": seconds,
+        "seconds_per_step": seconds / max(counter.steps_done, 1),
+        "stopped_by_time_budget": counter.stopped_by_time,
+        "final_loss": float(history.history["loss"][-1]),
+    }
+
+
+def describe_training(result):
+    """'300 steps, 1.10 s/step' (+ the time-budget note when the budget cut training)."""
+    text = f"{result['steps']} steps, {result['seconds_per_step']:.2f} s/step"
+    if result["stopped_by_time_budget"]:
+        text += (f" (STOPPED BY THE TIME BUDGET after {result['steps']} of "
+                 f"{result['steps_planned']} steps)")
+    return text
+
+
+# === 4. Predict in blended windows ===
+
+
+def blend_windows(model, video, window):
+    """Softmax probabilities `(T, H, W, K)` of a padded video, from half-overlapping windows."""
+    frames = len(video)
+    total = None
+    weight = np.zeros(frames, np.float32)
+    blend = tent(window)
+    for start in window_starts(frames, window):
+        logits = model.predict(video[None, start:start + window], verbose=0)[0]
+        probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
+        if total is None:
+            total = np.zeros((frames,) + probs.shape[1:], np.float32)
+        total[start:start + window] += probs * blend[:, None, None, None]
+        weight[start:start + window] += blend
+    return total / weight[:, None, None, None]
+
+
+def predict(model, prepared):
+    """int32 `(T, H, W)` class labels of every frame of a `PreparedVideo`, cropped back."""
+    window = prepared.plan["window"]
+    if window >= len(prepared.video):
+        scores = model.predict(prepared.video[None], verbose=0)[0]  # logits: the same argmax
+    else:
+        scores = blend_windows(model, prepared.video, window)
+    return prepared.crop(np.argmax(scores, axis=-1).astype(np.int32))
+
+
+# === 5. Measure and write ===
+
+
+def class_iou(truth, predicted, num_classes):
+    """`{class: IoU in %}` over the given arrays (a class absent from both is left out)."""
+    out = {}
+    for c in range(num_classes):
+        a, b = truth == c, predicted == c
+        union = np.logical_or(a, b).sum()
+        if union:
+            out[c] = float(100.0 * np.logical_and(a, b).sum() / union)
+    return out
+
+
+def truth_metrics(truth, labels, labelled, num_classes):
+    """IoU per class over all frames with truth, its mean, and per frame (mean over classes)."""
+    frames = sorted(truth)
+    stacked_truth = np.stack([truth[f] for f in frames])
+    stacked_pred = labels[frames]
+    per_class = class_iou(stacked_truth, stacked_pred, num_classes)
+    per_frame = {}
+    for f in frames:
+        ious = class_iou(truth[f], labels[f], num_classes)
+        per_frame[int(f)] = {"mean_iou": float(np.mean(list(ious.values()))),
+                             "per_class": {str(c): v for c, v in ious.items()},
+                             "labelled": f in labelled}
+    unlabelled = [f for f in frames if f not in labelled]
+    result = {
+        "mean_iou": float(np.mean(list(per_class.values()))),
+        "per_class_iou": {str(c): v for c, v in per_class.items()},
+        "frames_with_truth": len(frames),
+        "per_frame": per_frame,
+    }
+    if unlabelled:
+        ious = class_iou(np.stack([truth[f] for f in unlabelled]), labels[unlabelled],
+                         num_classes)
+        result["unlabelled_frames_mean_iou"] = float(np.mean(list(ious.values())))
+    return result
+
+
+def write_label_outputs(directory, video, labels, num_classes, fps):
+    """`masks/frame_XXXXX.png`, `masks.npy` and the overlay animations; returns their names."""
+    mask_dir = os.path.join(directory, "masks")
+    os.makedirs(mask_dir, exist_ok=True)
+    digits = max(5, len(str(len(labels) - 1)))
+    for t, mask in enumerate(labels):
+        media.write_mask_png(os.path.join(mask_dir, f"frame_{t:0{digits}d}.png"), mask,
+                             num_classes)
+    np.save(os.path.join(directory, "masks.npy"), labels)
+    overlay = media.overlay_frames(video, labels, num_classes)
+    animations = [media.write_animation(os.path.join(directory, "overlay.gif"), overlay, fps)]
+    if media.video_writer_available():
+        animations.append(media.write_animation(os.path.join(directory, "overlay.mp4"),
+                                                overlay, fps))
+    return {"masks": "masks/", "masks_npy": "masks.npy",
+            "animations": [os.path.basename(a) for a in animations]}
+
+
+def write_metrics(directory, metrics):
+    """`directory/metrics.json` (indented); returns its path."""
+    path = os.path.join(directory, "metrics.json")
+    with open(path, "w") as handle:
+        json.dump(metrics, handle, indent=2)
+    return path

@@ -1,0 +1,98 @@
+"""The settings of the video-segmentation pipeline, in one place and free of TensorFlow.
+
+One frozen dataclass, `SegmentationSettings`, holds what the pipeline
+(`segmentation_pipeline`) reads: the networks' sizes, the training steps and
+learning rates, the memory budget that decides between training on the whole
+video and on windows, and the size of the main job's composed video. Its
+instances are the runs:
+
+- `FULL`: the main job (`keras-hyperbolic train video-segmentation`);
+- `QUICK`: the main job's CI-sized run (`--quick`, seconds);
+- `SEGMENT`: `keras-hyperbolic segment` on the user's own video. It IS `FULL`:
+  segment trains the main job's networks the main job's way (the video size
+  fields are the main job's; segment reads the user's video instead);
+- `IUNET`, `IUNET_QUICK`: the iUNet task on the main job's kind of video.
+
+Overrides: `settings.override(steps=100, preset=None)` (`dataclasses.replace`
+where None keeps the value), then `settings.check()` refuses bad values,
+naming the argument.
+"""
+
+import dataclasses
+import numbers
+
+from keras_hyperbolic.validation import check_positive_int, invalid
+
+#: The networks of the main job (and the choices of `segment --network`).
+NETWORKS = ("hyperbolic", "unet")
+
+#: Frames per second of `segment`'s overlay animation.
+OVERLAY_FPS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationSettings:
+    """How one video is segmented: the networks, their training, the memory plan.
+
+    Attributes:
+        steps: training steps of each network (one step: the whole video, or
+            one window of it, once).
+        learning_rate: the `HyperbolicSegmenter`'s (and the iUNet's) initial
+            Adam rate; it decays (cosine) to 5 % over `steps`.
+        unet_learning_rate: the `BaselineUNet`'s.
+        preset: the `HyperbolicSegmenter` preset.
+        unet_filters: the U-Net's channels at full resolution.
+        unet_levels: the U-Net's downsamplings.
+        memory_budget_mb: estimated training-step memory to plan for: the whole
+            video when its step fits, else the longest temporal windows that fit.
+        frames, height, width: the main job's composed video.
+    """
+
+    # 16 frames of 48 x 48 (labels on frames 1, 7, 15), 300 steps per network: the README's
+    # first command took about 7 minutes on 2 CPU cores, 14-16 at 64 x 64 (docs/guides/networks.md, "The main job").
+    steps: int = 300
+    # A sweep on this video (300 steps, seed 0; `benchmarks/lr_sweep.py` repeats it), segmenter
+    # with HyperbolicBlock's default (weight) normalisation: 1e-3, 3e-3, 5e-3, 1e-2 reached
+    # mean IoU 61.2, 91.8, 88.4, 65.2.
+    learning_rate: float = 3e-3
+    # The U-Net's, from the same sweep (1e-3, 3e-3, 1e-2): mean IoU 90.8, 93.8, 92.7.
+    unet_learning_rate: float = 3e-3
+    preset: str = "video_cpu"
+    # 20 filters: about the segmenter's parameter count ("similar size").
+    unet_filters: int = 20
+    unet_levels: int = 2
+    memory_budget_mb: float = 4096.0
+    frames: int = 16
+    height: int = 48
+    width: int = 48
+
+    def override(self, **values):
+        """A copy with `values` set; a value of None keeps the current one."""
+        return dataclasses.replace(self, **{k: v for k, v in values.items() if v is not None})
+
+    def learning_rate_of(self, network):
+        """The initial learning rate of `network` ("unet": the U-Net's; others: the segmenter's)."""
+        return self.unet_learning_rate if network == "unet" else self.learning_rate
+
+    def check(self):
+        """Returns these settings (numbers as floats) or raises naming the bad argument."""
+        for name in ("steps", "unet_filters", "unet_levels", "frames", "height", "width"):
+            check_positive_int(getattr(self, name), name)
+        values = {}
+        for name, expected in (("learning_rate", "a positive number"),
+                               ("unet_learning_rate", "a positive number"),
+                               ("memory_budget_mb", "a positive number of megabytes")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+                raise invalid(name, value, expected)
+            values[name] = float(value)
+        return dataclasses.replace(self, **values)
+
+
+FULL = SegmentationSettings()
+QUICK = FULL.override(frames=8, height=16, width=16, steps=3, learning_rate=1e-2,
+                     preset="tiny_3d", unet_filters=2)
+SEGMENT = FULL
+# The iUNet task: a longer, larger video (32 x 64 x 64) and 200 steps at the segmenter's rate.
+IUNET = FULL.override(frames=32, height=64, width=64, steps=200)
+IUNET_QUICK = QUICK.override(learning_rate=3e-3)
