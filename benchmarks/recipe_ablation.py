@@ -1,0 +1,140 @@
+"""One change at a time: what the recipe and the architecture do to the segmenter on the main job.
+
+The table of issue "reversible without regret" (docs/guides/networks.md,
+"Learning rates and the recipe") comes from this script: the main job's video
+(`segmentation_settings.FULL`, seed 0), 300 steps, Adam with cosine decay, the
+loss on the labelled frames only, IoU over ALL frames; each line changes one
+thing against the segmenter as it was (`video_cpu` with weight norm, flips only):
+
+  --cfg '{"normalization": "layer"}'   a HyperbolicSegmenter setting (any constructor argument)
+  --shift                              random circular time shifts beside the flips
+  --loss ce_dice                       cross-entropy plus soft Dice (both on the labelled pixels)
+  --head 32                            a nonlinear closing head (1x1 conv, ReLU, 1x1 conv)
+  --clip 1.0 / --warmup 30             gradient clipping / linear warm-up
+  --net unet                           the U-Net baseline under the same recipe
+
+For each learning rate it prints the mean IoU over all frames, over the labelled
+frames only (a network that fits those but not the rest memorised them), and the
+positive IoU of every frame.
+
+Run:  python benchmarks/recipe_ablation.py --cfg '{"normalization": "weight"}'
+      python benchmarks/recipe_ablation.py --cfg '{"normalization": "layer"}' --shift
+Cost: one learning rate is 300 steps of the main job's segmenter (2-5 minutes on 2 cores).
+"""
+
+import argparse
+import json
+import time
+
+from keras_hyperbolic import runtime  # imports no TensorFlow
+
+runtime.prefer_onednn()
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_hyperbolic.data import segmentation_iou  # noqa: E402
+from keras_hyperbolic.models import BaselineUNet, HyperbolicSegmenter  # noqa: E402
+from keras_hyperbolic.models.presets import get_preset  # noqa: E402
+from keras_hyperbolic.tasks.segmentation_settings import FULL  # noqa: E402
+from keras_hyperbolic.tasks.video_segmentation import make_video  # noqa: E402
+
+
+def build(args, config):
+    if args.net == "unet":
+        return BaselineUNet(num_classes=2, rank=3, filters=FULL.unet_filters,
+                            levels=FULL.unet_levels, **config)
+    preset = get_preset(FULL.preset)["config"]
+    preset["normalization"] = "weight"  # the segmenter before the change
+    model = HyperbolicSegmenter(num_classes=2, **{**preset, **config})
+    if args.head:
+        model.closing = keras.Sequential([keras.layers.Conv3D(args.head, 1, activation="relu"),
+                                          keras.layers.Conv3D(2, 1)], name="closing")
+    return model
+
+
+def masked_loss(args):
+    """Cross-entropy (and soft Dice) on the pixels whose weight (channel 1 of y) is 1."""
+    def loss(y, logits):
+        mask, weight = tf.cast(y[..., 0], tf.int32), y[..., 1]
+        ce = keras.losses.sparse_categorical_crossentropy(mask, logits, from_logits=True)
+        ce = tf.reduce_sum(ce * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
+        if args.loss == "ce":
+            return ce
+        prob, onehot, w = tf.nn.softmax(logits, -1), tf.one_hot(mask, 2), weight[..., None]
+        inter = tf.reduce_sum(prob * onehot * w, axis=[0, 1, 2, 3])
+        total = tf.reduce_sum((prob + onehot) * w, axis=[0, 1, 2, 3])
+        return ce + 1.0 - tf.reduce_mean((2 * inter + 1.0) / (total + 1.0))
+    return loss
+
+
+def dataset(args, video, y):
+    def augment(x, y):
+        for axis in (1, 2, 3):
+            flip = tf.random.uniform(()) < 0.5
+            x, y = (tf.cond(flip, lambda t=t: tf.reverse(t, [axis]), lambda t=t: t)
+                    for t in (x, y))
+        if args.shift:
+            shift = tf.random.uniform((), 0, tf.shape(x)[1], tf.int32)
+            x, y = tf.roll(x, shift, 1), tf.roll(y, shift, 1)
+        return x, y
+
+    return tf.data.Dataset.from_tensors((video[None], y[None])).repeat().map(augment).prefetch(2)
+
+
+def run(args, config, rate, data):
+    keras.utils.set_random_seed(args.seed)
+    model = build(args, config)
+    model.build((None,) + data["video"].shape)
+    schedule = keras.optimizers.schedules.CosineDecay(rate, args.steps, alpha=0.05)
+    if args.warmup:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, args.steps - args.warmup, alpha=0.05, warmup_target=rate,
+            warmup_steps=args.warmup)
+    model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=args.clip),
+                  loss=masked_loss(args))
+    y = np.stack([data["masks"].astype("float32"), data["weights"]], -1)
+    start = time.perf_counter()
+    model.fit(dataset(args, data["video"], y), steps_per_epoch=args.steps, epochs=1, verbose=0)
+    seconds = time.perf_counter() - start
+    labels = np.argmax(model.predict(data["video"][None], verbose=0)[0], -1)
+    masks, labelled = data["masks"], list(data["labelled_frames"])
+    return {"config": config, "shift": args.shift, "loss": args.loss, "head": args.head,
+            "clip": args.clip, "warmup": args.warmup, "network": args.net,
+            "learning_rate": rate, **segmentation_iou(masks, labels),
+            "labelled_frames_mean_iou": segmentation_iou(masks[labelled],
+                                                         labels[labelled])["mean_iou"],
+            "per_frame_positive_iou": [segmentation_iou(masks[t:t + 1], labels[t:t + 1])
+                                       ["positive_iou"] for t in range(len(masks))],
+            "seconds_per_step": seconds / args.steps}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--net", choices=("hyperbolic", "unet"), default="hyperbolic")
+    parser.add_argument("--cfg", default="{}", help="JSON: constructor arguments to change")
+    parser.add_argument("--rates", nargs="+", type=float, default=[1e-3, 3e-3, 9e-3])
+    parser.add_argument("--shift", action="store_true", help="random circular time shifts")
+    parser.add_argument("--loss", choices=("ce", "ce_dice"), default="ce")
+    parser.add_argument("--head", type=int, default=0)
+    parser.add_argument("--clip", type=float, default=None)
+    parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=FULL.steps)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default="benchmark_recipe_ablation.jsonl")
+    args = parser.parse_args()
+    data = make_video(FULL, args.seed)
+    for rate in args.rates:
+        result = run(args, json.loads(args.cfg), rate, data)
+        with open(args.json, "a") as handle:
+            handle.write(json.dumps(result) + "\n")
+        frames = " ".join(f"{v:.0f}" for v in result["per_frame_positive_iou"])
+        print(f"{args.net} {args.cfg} shift={args.shift} loss={args.loss} head={args.head} "
+              f"lr {rate:g}: mean IoU {result['mean_iou']:.1f} (labelled frames "
+              f"{result['labelled_frames_mean_iou']:.1f}); positive IoU per frame: {frames}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
