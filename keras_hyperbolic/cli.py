@@ -385,7 +385,8 @@ def cmd_segment(args):
             args.input, args.labels, args.out, steps=args.steps, network=args.network,
             preset=args.preset, memory_budget_mb=args.memory_budget, truth=args.truth,
             export=args.export, overwrite=args.overwrite, learning_rate=args.learning_rate,
-            seed=args.seed, verbose=args.verbose, fps=args.fps,
+            seed=args.seed, verbose=args.verbose, fps=args.fps, ignore_index=args.ignore_index,
+            labelled_slices=args.labelled_slices,
         )
     except (SegmentError, ValueError) as error:  # ValueError: the argument checks
         raise CommandError(str(error)) from None
@@ -414,7 +415,31 @@ def _add_seed_and_verbose(parser):
                         help="Keras progress: 0 silent, 1 progress bar (default), 2 a line per epoch")
 
 
+def _ignore_index(text):
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or none, got {text!r}")
+    return value
+
+
+def _index_list(text):
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated indices >= 0 such as "
+                                         f"3,40,77, got {text!r}")
+    return values
+
+
 def _add_segment_parsers(commands):
+    from keras_hyperbolic.tasks.segment_inputs import IGNORE_INDEX
     from keras_hyperbolic.tasks.segmentation_settings import NETWORKS, OVERLAY_FPS, SEGMENT
 
     segment = commands.add_parser(
@@ -457,6 +482,13 @@ def _add_segment_parsers(commands):
                              for network in NETWORKS) + ")")
     segment.add_argument("--fps", type=int, default=OVERLAY_FPS,
                          help="frames per second of the overlay animation")
+    segment.add_argument("--ignore-index", type=_ignore_index, default=IGNORE_INDEX,
+                         metavar="VALUE", help="mask value of void pixels, left out of the loss "
+                         f"and the IoU (default {IGNORE_INDEX}, as DAVIS and VOC use; none: no "
+                         "void value)")
+    segment.add_argument("--labelled-slices", type=_index_list, default=None,
+                         metavar="I,J,...", help="the labelled frames of a label stack or NIfTI "
+                         "label map (default: every frame not void throughout)")
     _add_seed_and_verbose(segment)
     segment.set_defaults(handler=cmd_segment)
 

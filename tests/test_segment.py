@@ -262,7 +262,7 @@ def test_bad_settings_name_the_argument(options, argument):
         segment.check_settings(network, **options)
 
 
-def test_killed_run_resumes_from_its_backup(tmp_path):
+def test_a_second_run_is_refused_and_a_killed_run_resumes(tmp_path):
     video, labels, _ = _toy(tmp_path, frames=4, height=8, width=8, labelled=(0, 3))
     out = str(tmp_path / "out")
     steps = 90  # backups every 30 steps
@@ -277,10 +277,20 @@ def test_killed_run_resumes_from_its_backup(tmp_path):
             while not os.path.exists(backup) and process.poll() is None \
                     and time.monotonic() < deadline:
                 time.sleep(0.05)
+            # A second run on the same output while the first is at it (stopped, so that it
+            # cannot finish meanwhile): refused at once, in one line naming the first.
+            os.kill(process.pid, signal.SIGSTOP)
+            started = time.monotonic()
+            second = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+            refused_in = time.monotonic() - started
             os.kill(process.pid, signal.SIGKILL)
         finally:
             process.wait(30)
     assert process.returncode == -signal.SIGKILL, open(tmp_path / "killed.log").read()[-3000:]
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr[-3000:]
+    assert f"{out}.partial is being written by process {process.pid} (" in second.stderr
+    assert "keras_hyperbolic/cli.py segment" in second.stderr and "--out" in second.stderr
+    assert refused_in < 60  # before reading the inputs or importing TensorFlow (here 0.3 s)
     assert not os.path.exists(out) and os.path.exists(backup)
     completed = subprocess.run(argv[:-2] + ["--verbose", "2"], capture_output=True, text=True,
                                timeout=600, env=env)
@@ -298,3 +308,124 @@ def test_help(argv, expected, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv + ["--help"])
     assert exit_.value.code == 0 and expected in capsys.readouterr().out
+
+
+# === Void labels (--ignore-index) ===
+
+
+def _void_toy(tmp_path):
+    """The toy video with palette masks holding 255 (void) on a ring around each object."""
+    video, _, truth = _toy(tmp_path, labelled=())
+    from scipy import ndimage
+
+    void = np.zeros(truth.shape, bool)
+    for t in range(len(truth)):
+        objects = truth[t] > 0
+        void[t] = ndimage.binary_dilation(objects) & ~objects  # a ring just outside
+    voided = np.where(void, 255, truth)
+    labels = []
+    for t in (0, 4):
+        path = str(tmp_path / f"void{t}.png")
+        media.write_mask_png(path, voided[t])  # a 256-colour palette, as DAVIS masks have
+        labels.append(f"{t}={path}")
+    np.save(tmp_path / "void_truth.npy", voided)
+    return video, labels, voided, void
+
+
+def _noisy_targets(monkeypatch, void=None):
+    """Makes segment's targets hold random classes where the loss weight is 0 (or on `void`,
+    then weighted 1: the control that shows such noise is seen when it is weighted)."""
+    real = segment.label_arrays
+
+    def noisy(inputs):
+        targets, weights = real(inputs)
+        noise = np.random.default_rng(7).integers(0, 3, targets.shape).astype(targets.dtype)
+        if void is None:
+            return np.where(weights > 0, targets, noise), weights
+        weights = np.where(void, 1.0, weights).astype(np.float32)
+        weights[[1, 2, 3]] = 0.0  # the labelled frames only
+        return np.where(void, noise, targets), weights
+
+    monkeypatch.setattr(segment, "label_arrays", noisy)
+
+
+def test_void_pixels_count_in_neither_loss_nor_iou(tmp_path, monkeypatch):
+    video, labels, voided, void = _void_toy(tmp_path)
+    truth = str(tmp_path / "void_truth.npy")
+    kwargs = dict(truth=truth, steps=4, preset="tiny_3d", verbose=0, seed=3)
+    first = segment_video(video, labels, str(tmp_path / "a"), **kwargs)  # 0, 1, 2 and 255: trains
+    metrics = first["metrics"]
+    assert metrics["num_classes"] == 3
+    assert metrics["ignored_label_pixels"] == int(void[[0, 4]].sum()) > 0
+    assert metrics["labelled_pixels"] == int((~void[[0, 4]]).sum())
+    assert metrics["truth"]["ignored_pixels"] == int(void.sum())
+    counted = ~void
+    want = segmentation_pipeline.class_iou(voided[counted], first["labels"][counted], 3)
+    assert metrics["truth"]["per_class_iou"] == {str(c): v for c, v in want.items()}
+    # What the targets hold under the void pixels changes nothing: same seed, same model.
+    with monkeypatch.context() as patch:
+        _noisy_targets(patch)
+        second = segment_video(video, labels, str(tmp_path / "b"), **kwargs)
+    np.testing.assert_array_equal(second["labels"], first["labels"])
+    assert second["metrics"]["truth"] == metrics["truth"]
+    assert second["metrics"]["training"]["final_loss"] == metrics["training"]["final_loss"]
+    # The control: the same noise on the same pixels, weighted, changes the training.
+    _noisy_targets(monkeypatch, void)
+    third = segment_video(video, labels, str(tmp_path / "c"), **kwargs)
+    assert third["metrics"]["training"]["final_loss"] != metrics["training"]["final_loss"]
+
+
+def test_iou_ignores_predictions_on_void_truth():
+    truth = np.array([[0, 1, 255, 255]])
+    a = segmentation_pipeline.class_iou(truth, np.array([[0, 1, 0, 1]]), 2, ignore_index=255)
+    b = segmentation_pipeline.class_iou(truth, np.array([[0, 1, 1, 0]]), 2, ignore_index=255)
+    assert a == b == {0: 100.0, 1: 100.0}
+
+
+def test_an_ignore_index_among_the_classes_is_one_line(tmp_path, capsys):
+    video, labels, _ = _toy(tmp_path)  # classes 0, 1, 2
+    out = str(tmp_path / "out")
+    with pytest.raises(SegmentError, match=r"--ignore-index 1 is also a class id: the labels "
+                                           r"hold classes \[0, 2\]"):
+        segment_video(video, labels, out, ignore_index=1, **TINY)
+    with pytest.raises(SystemExit):
+        cli.main(["segment", video, "--labels", *labels, "--out", out, "--ignore-index", "1"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--ignore-index 1 is also a class id" in err
+    assert not os.path.exists(out) and not os.path.exists(out + ".partial")
+    assert os.listdir(tmp_path) == [n for n in os.listdir(tmp_path) if "lock" not in n]
+
+
+def test_a_stack_labels_the_frames_not_void_throughout(tmp_path):
+    video, _, truth = _toy(tmp_path)
+    stack = np.full(truth.shape, 255, np.int64)
+    stack[[1, 3]] = truth[[1, 3]]
+    np.save(tmp_path / "stack.npy", stack)
+    inputs = segment.load_inputs(video, [str(tmp_path / "stack.npy")])
+    assert sorted(inputs["labels"]) == [1, 3] and inputs["ignored_label_pixels"] == 0
+    picked = segment.load_inputs(video, [str(tmp_path / "truth.npy")], labelled_slices=[0, 2])
+    assert sorted(picked["labels"]) == [0, 2]
+    with pytest.raises(SegmentError, match="--labelled-slices 9: out of range"):
+        segment.load_inputs(video, [str(tmp_path / "truth.npy")], labelled_slices=[9])
+
+
+def test_the_output_lock_is_held_once_and_dropped_with_its_process(tmp_path):
+    from keras_hyperbolic.tasks import output_lock
+
+    guarded = str(tmp_path / "out.partial")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from keras_hyperbolic.tasks import output_lock\n"
+         f"with output_lock.hold({guarded!r}):\n    print('held', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(output_lock.OutputLocked, match=f"process {holder.pid} "):
+            with output_lock.hold(guarded):
+                pass
+    finally:
+        holder.kill()
+        holder.wait(30)
+    assert os.path.exists(guarded + ".lock")  # left by the killed holder, and not in the way:
+    with output_lock.hold(guarded):
+        assert json.load(open(guarded + ".lock"))["pid"] == os.getpid()
+    assert not os.path.exists(guarded + ".lock")

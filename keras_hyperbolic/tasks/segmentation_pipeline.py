@@ -369,27 +369,34 @@ def predict(model, prepared):
 # === 5. Measure and write ===
 
 
-def class_iou(truth, predicted, num_classes):
-    """`{class: IoU in %}` over the given arrays (a class absent from both is left out)."""
+def class_iou(truth, predicted, num_classes, ignore_index=None):
+    """`{class: IoU in %}` over the given arrays (a class absent from both is left out).
+
+    Pixels whose truth is `ignore_index` (void) count for no class.
+    """
+    counted = truth != ignore_index if ignore_index is not None else True
     out = {}
     for c in range(num_classes):
-        a, b = truth == c, predicted == c
+        a, b = truth == c, (predicted == c) & counted
         union = np.logical_or(a, b).sum()
         if union:
             out[c] = float(100.0 * np.logical_and(a, b).sum() / union)
     return out
 
 
-def truth_metrics(truth, labels, labelled, num_classes):
-    """IoU per class over all frames with truth, its mean, and per frame (mean over classes)."""
+def truth_metrics(truth, labels, labelled, num_classes, ignore_index=None):
+    """IoU per class over all frames with truth, its mean, and per frame (mean over classes).
+
+    Truth pixels holding `ignore_index` (void) are left out; `ignored_pixels` counts them.
+    """
     frames = sorted(truth)
     stacked_truth = np.stack([truth[f] for f in frames])
     stacked_pred = labels[frames]
-    per_class = class_iou(stacked_truth, stacked_pred, num_classes)
+    per_class = class_iou(stacked_truth, stacked_pred, num_classes, ignore_index)
     per_frame = {}
     for f in frames:
-        ious = class_iou(truth[f], labels[f], num_classes)
-        per_frame[int(f)] = {"mean_iou": float(np.mean(list(ious.values()))),
+        ious = class_iou(truth[f], labels[f], num_classes, ignore_index)
+        per_frame[int(f)] = {"mean_iou": float(np.mean(list(ious.values()))) if ious else None,
                              "per_class": {str(c): v for c, v in ious.items()},
                              "labelled": f in labelled}
     unlabelled = [f for f in frames if f not in labelled]
@@ -397,11 +404,13 @@ def truth_metrics(truth, labels, labelled, num_classes):
         "mean_iou": float(np.mean(list(per_class.values()))),
         "per_class_iou": {str(c): v for c, v in per_class.items()},
         "frames_with_truth": len(frames),
+        "ignored_pixels": (int(np.count_nonzero(stacked_truth == ignore_index))
+                           if ignore_index is not None else 0),
         "per_frame": per_frame,
     }
     if unlabelled:
         ious = class_iou(np.stack([truth[f] for f in unlabelled]), labels[unlabelled],
-                         num_classes)
+                         num_classes, ignore_index)
         result["unlabelled_frames_mean_iou"] = float(np.mean(list(ious.values())))
     return result
 
