@@ -371,6 +371,7 @@ def cmd_inspect(args):
 
 def cmd_segment(args):
     from keras_hyperbolic.tasks.segment import SegmentError, segment_video
+    from keras_hyperbolic.tasks.segment_inputs import parse_ignore_index, parse_indices
 
     if args.steps < 1:
         raise CommandError(f"--steps must be >= 1, got {args.steps}")
@@ -381,12 +382,15 @@ def cmd_segment(args):
 
         _check_export_target(args.export, SERVING_NAME, None, args.overwrite)
     try:
+        ignore_index = parse_ignore_index(args.ignore_index)
+        labelled_slices = (None if args.labelled_slices is None
+                           else parse_indices(args.labelled_slices, "--labelled-slices"))
         segment_video(
             args.input, args.labels, args.out, steps=args.steps, network=args.network,
             preset=args.preset, memory_budget_mb=args.memory_budget, truth=args.truth,
             export=args.export, overwrite=args.overwrite, learning_rate=args.learning_rate,
-            seed=args.seed, verbose=args.verbose, fps=args.fps, ignore_index=args.ignore_index,
-            labelled_slices=args.labelled_slices,
+            seed=args.seed, verbose=args.verbose, fps=args.fps, ignore_index=ignore_index,
+            labelled_slices=labelled_slices, slice_axis=args.slice_axis,
         )
     except (SegmentError, ValueError) as error:  # ValueError: the argument checks
         raise CommandError(str(error)) from None
@@ -415,29 +419,6 @@ def _add_seed_and_verbose(parser):
                         help="Keras progress: 0 silent, 1 progress bar (default), 2 a line per epoch")
 
 
-def _ignore_index(text):
-    if text.strip().lower() == "none":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or none, got {text!r}")
-    return value
-
-
-def _index_list(text):
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated indices >= 0 such as "
-                                         f"3,40,77, got {text!r}")
-    return values
-
-
 def _add_segment_parsers(commands):
     from keras_hyperbolic.tasks.segment_inputs import IGNORE_INDEX
     from keras_hyperbolic.tasks.segmentation_settings import NETWORKS, OVERLAY_FPS, SEGMENT
@@ -446,15 +427,18 @@ def _add_segment_parsers(commands):
         "segment", help="segment your own video or volume from a few labelled frames",
         description="Train a 3D network on one video (or z-stack) whose masks are given on a "
         "few frames, and segment every frame. INPUT: a GIF (MP4/AVI/MOV with the `video` "
-        "extra), a folder of PNG/JPEG frames, a .npy/.npz array (T, H, W[, C]) or a "
-        "multi-page TIFF. Masks: palette, grey or colour PNGs or .npy class ids (0 is the "
-        "background). Writes DIR/masks/*.png, masks.npy, overlay.gif (and .mp4), "
-        "segmenter.keras and metrics.json. A killed run resumes when started again.",
+        "extra), a folder of PNG/JPEG frames, a .npy/.npz array (T, H, W[, C]), a "
+        "multi-page TIFF or a NIfTI volume. Masks: palette, grey or colour PNGs, .npy class "
+        "ids or NIfTI label maps (0 is the background, 255 void). Writes DIR/masks/*.png, "
+        "masks.npy (and masks.nii.gz for a NIfTI volume), overlay.gif (and .mp4), "
+        "segmenter.keras and metrics.json. A killed run resumes when started again; one run "
+        "at a time writes DIR.",
         epilog="Example:\n  keras-hyperbolic demo-data demo\n  keras-hyperbolic segment "
         "demo/video.gif --labels demo/labels --truth demo/truth --out segmented",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    segment.add_argument("input", help="video file, frame folder, .npy/.npz or multi-page TIFF")
+    segment.add_argument("input", help="video file, frame folder, .npy/.npz, multi-page TIFF or "
+                         "NIfTI volume (.nii, .nii.gz)")
     segment.add_argument("--labels", nargs="+", required=True, metavar="FRAME=MASK",
                          help="labelled frames (0-based) and their masks; or a folder of masks "
                          "whose names carry the frame index (frame_0012.png)")
@@ -482,13 +466,16 @@ def _add_segment_parsers(commands):
                              for network in NETWORKS) + ")")
     segment.add_argument("--fps", type=int, default=OVERLAY_FPS,
                          help="frames per second of the overlay animation")
-    segment.add_argument("--ignore-index", type=_ignore_index, default=IGNORE_INDEX,
+    segment.add_argument("--ignore-index", default=str(IGNORE_INDEX),
                          metavar="VALUE", help="mask value of void pixels, left out of the loss "
                          f"and the IoU (default {IGNORE_INDEX}, as DAVIS and VOC use; none: no "
                          "void value)")
-    segment.add_argument("--labelled-slices", type=_index_list, default=None,
+    segment.add_argument("--labelled-slices", default=None,
                          metavar="I,J,...", help="the labelled frames of a label stack or NIfTI "
                          "label map (default: every frame not void throughout)")
+    segment.add_argument("--slice-axis", type=int, default=None, metavar="{0,1,2}",
+                         help="of a NIfTI volume, the data axis whose slices are the frames "
+                         "(default: the axis of the largest voxel spacing, else the last)")
     _add_seed_and_verbose(segment)
     segment.set_defaults(handler=cmd_segment)
 

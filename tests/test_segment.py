@@ -208,6 +208,11 @@ def test_command_prints_one_line_errors(tmp_path, capsys):
         ([video, "--labels", f"9={labels[0].split('=')[1]}"], "frame 9 is out of range"),
         ([video, "--labels", "x=m.png"], "expected FRAME=MASK"),
         ([video, "--labels", labels[0], "--steps", "0"], "--steps must be >= 1"),
+        ([video, "--labels", labels[0], "--ignore-index", "x"], "--ignore-index x: expected"),
+        ([video, "--labels", labels[0], "--labelled-slices", "1,b"],
+         "--labelled-slices 1,b: expected comma-separated integers"),
+        ([video, "--labels", labels[0], "--labelled-slices", "1"], "--labelled-slices 1: it "
+         "picks slices of a label stack"),
     ]:
         with pytest.raises(SystemExit) as exit_:
             cli.main(["segment"] + argv + ["--out", out])
@@ -429,3 +434,127 @@ def test_the_output_lock_is_held_once_and_dropped_with_its_process(tmp_path):
     with output_lock.hold(guarded):
         assert json.load(open(guarded + ".lock"))["pid"] == os.getpid()
     assert not os.path.exists(guarded + ".lock")
+
+
+# === NIfTI volumes ===
+
+
+def _affine(spacing):
+    """A rotated, scaled and shifted voxel-to-world affine (not the identity)."""
+    angle = 0.3
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0],
+                         [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag(spacing)
+    affine[:3, 3] = [-40.5, 12.25, 7.0]
+    return affine
+
+
+def _nifti_toy(tmp_path, spacing=(0.8, 0.8, 2.5)):
+    """A uint16 volume (x, y, z) = (12, 10, 6), z the coarse axis, with the toy's objects in its
+    z-slices; a label map labelling slices 1 and 4 (void elsewhere); the truth map."""
+    import nibabel
+
+    _, _, truth = _toy(tmp_path, frames=6, height=12, width=10, labelled=())
+    volume = np.moveaxis(np.where(truth == 1, 3000, np.where(truth == 2, 200, 1000)), 0, 2)
+    volume = volume.astype(np.uint16)
+    volume[0, 0, 0] = 65535  # one hot voxel: percentiles keep it from squeezing the rest
+    affine = _affine(spacing)
+    paths = {}
+    for name, data in [("volume", volume), ("truth", np.moveaxis(truth, 0, 2).astype(np.uint8))]:
+        image = nibabel.Nifti1Image(data, affine)
+        image.header.set_zooms(spacing)
+        paths[name] = str(tmp_path / f"{name}.nii.gz")
+        image.to_filename(paths[name])
+    partial = np.full(truth.shape, 255, np.uint8)
+    partial[[1, 4]] = truth[[1, 4]]
+    image = nibabel.Nifti1Image(np.moveaxis(partial, 0, 2), affine)
+    image.header.set_zooms(spacing)
+    paths["labels"] = str(tmp_path / "labels.nii.gz")
+    image.to_filename(paths["labels"])
+    return paths, truth, affine
+
+
+def test_a_nifti_volume_is_segmented_and_its_masks_keep_its_affine(tmp_path):
+    import nibabel
+
+    paths, truth, affine = _nifti_toy(tmp_path)
+    out = str(tmp_path / "out")
+    result = segment_video(paths["volume"], [paths["labels"]], out, truth=paths["truth"], **TINY)
+    metrics = result["metrics"]
+    assert metrics["volume"] == {"slice_axis": 2, "spacing": [0.8, 0.8, 2.5],
+                                 "shape": [12, 10, 6]}
+    assert metrics["video_shape"] == [6, 12, 10, 1] and metrics["labelled_frames"] == [1, 4]
+    assert metrics["truth"]["frames_with_truth"] == 6
+    written = nibabel.load(os.path.join(out, "masks.nii.gz"))
+    np.testing.assert_allclose(written.affine, affine, atol=1e-6)
+    np.testing.assert_allclose(written.affine, nibabel.load(paths["volume"]).affine)
+    assert written.shape == (12, 10, 6) and written.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(written.header.get_zooms(), (0.8, 0.8, 2.5))
+    masks = np.asarray(written.dataobj)
+    np.testing.assert_array_equal(np.moveaxis(masks, 2, 0), result["labels"])
+    np.testing.assert_array_equal(np.load(os.path.join(out, "masks.npy")), result["labels"])
+    assert metrics["outputs"]["masks_nifti"] == "masks.nii.gz"
+
+
+def test_the_slice_axis_comes_from_the_spacing_or_the_argument(tmp_path):
+    from keras_hyperbolic.data import nifti
+
+    assert nifti.slice_axis_of([3.0, 1.0, 1.0]) == 0
+    assert nifti.slice_axis_of([1.0, 2.0, 2.0]) == 2
+    assert nifti.slice_axis_of([1.0, 1.0, 1.0]) == 2
+    paths, _, _ = _nifti_toy(tmp_path, spacing=(2.5, 0.8, 0.8))
+    assert media.read_video(paths["volume"]).shape == (12, 10, 6, 1)  # x is the coarse axis
+    assert media.read_video(paths["volume"], slice_axis=2).shape == (6, 12, 10, 1)
+    inputs = segment.load_inputs(paths["volume"], [paths["labels"]], slice_axis=2)
+    assert sorted(inputs["labels"]) == [1, 4] and inputs["volume"]["slice_axis"] == 2
+    # Labels on listed slices, the others 0 (not void): --labelled-slices picks them.
+    picked = segment.load_inputs(paths["volume"], [paths["truth"]], slice_axis=2,
+                                 labelled_slices=[0, 5])
+    assert sorted(picked["labels"]) == [0, 5]
+
+
+def test_intensities_are_normalised_by_one_function_for_tiff_and_nifti(tmp_path):
+    import nibabel
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    scan = rng.integers(900, 1100, (8, 16, 12)).astype(np.uint16)
+    scan[0, 0, 0] = 60000  # an outlier voxel, fewer than 0.5 % of them
+    tifffile.imwrite(tmp_path / "scan.tif", scan)
+    nibabel.Nifti1Image(np.moveaxis(scan, 0, 2), np.eye(4)).to_filename(tmp_path / "scan.nii")
+    from_tiff = media.read_video(str(tmp_path / "scan.tif"))
+    from_nifti = media.read_video(str(tmp_path / "scan.nii"))
+    np.testing.assert_array_equal(from_tiff, from_nifti)
+    np.testing.assert_array_equal(from_tiff[..., 0], media.normalise_intensities(scan))
+    low, high = np.percentile(scan, media.PERCENTILES)
+    np.testing.assert_allclose(from_tiff[1, 2, 3, 0], (scan[1, 2, 3] - low) / (high - low),
+                               rtol=1e-5)
+    assert from_tiff.min() == 0 and from_tiff.max() == 1 and from_tiff[0, 0, 0, 0] == 1
+    assert from_tiff[1:].std() > 0.2  # the outlier did not squeeze the rest (/ 65535 would)
+    signed = media.normalise_intensities(np.array([-1024, 0, 40, 3000], np.int16))
+    assert signed.min() == 0 and signed.max() == 1 and np.all(np.diff(signed) > 0)
+    floats = np.array([0.0, 0.25, 1.0], np.float32)
+    np.testing.assert_array_equal(media.normalise_intensities(floats), floats)  # as stored
+
+
+def test_bad_nifti_inputs_are_one_line_and_write_nothing(tmp_path, capsys):
+    import nibabel
+
+    paths, truth, affine = _nifti_toy(tmp_path)
+    short = str(tmp_path / "short.nii.gz")
+    nibabel.Nifti1Image(np.zeros((12, 10, 5), np.uint8), affine).to_filename(short)
+    out = str(tmp_path / "out")
+    for argv, message in [
+        ([paths["volume"], "--labels", short],
+         f"{short}: the label map is 12 x 10 x 5 voxels but the volume is 12 x 10 x 6"),
+        ([paths["volume"], "--labels", paths["labels"], "--slice-axis", "3"], "--slice-axis"),
+        ([str(tmp_path / "video.npy"), "--labels", str(tmp_path / "truth.npy"),
+          "--slice-axis", "1"], "it picks the frame axis of a NIfTI volume"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["segment"] + argv + ["--out", out])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1 and message in err, err
+        assert not os.path.exists(out) and not os.path.exists(out + ".partial")
+        assert not os.path.exists(out + ".partial.lock")

@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 from keras_hyperbolic import runtime
-from keras_hyperbolic.data import media
+from keras_hyperbolic.data import media, nifti
 from keras_hyperbolic.tasks import output_lock
 from keras_hyperbolic.tasks.segment_inputs import (  # noqa: F401  (segment's interface)
     IGNORE_INDEX, SegmentError, check_classes, check_labels, check_output, check_preset,
@@ -44,6 +44,8 @@ from keras_hyperbolic.tasks.segmentation_settings import OVERLAY_FPS, SEGMENT  #
 from keras_hyperbolic.validation import check_positive_int
 
 MODEL_FILE = "segmenter.keras"
+#: The predicted masks of a NIfTI input, with its affine and header.
+NIFTI_MASKS = "masks.nii.gz"
 SERVING_NAME = "segmenter"
 
 
@@ -143,6 +145,10 @@ def _metrics(input, inputs, prepared, record, model, result, resumed):
         "labelled_pixels": inputs["labelled_pixels"],
         "ignored_label_pixels": inputs["ignored_label_pixels"],
         "class_colours": inputs["colours"],
+        "volume": (None if inputs["volume"] is None else
+                   {"slice_axis": inputs["volume"]["slice_axis"],
+                    "spacing": inputs["volume"]["spacing"],
+                    "shape": list(inputs["volume"]["shape"])}),
         "settings": record,
         "network": type(model).__name__,
         "parameters": int(model.count_params()),
@@ -207,6 +213,9 @@ def _predict_and_write(input, inputs, run, fps):
     metrics["predict_seconds"] = time.perf_counter() - start
     outputs = pipeline.write_label_outputs(work, inputs["video"], labels_out,
                                            inputs["num_classes"], fps)
+    if inputs["volume"] is not None:  # the masks over the scan, in its space
+        nifti.write_labels(os.path.join(work, NIFTI_MASKS), labels_out, inputs["volume"])
+        outputs["masks_nifti"] = NIFTI_MASKS
     model.save(os.path.join(work, MODEL_FILE))
     metrics["outputs"] = {**outputs, "model": MODEL_FILE}
     if inputs["truth"] is not None:
@@ -221,16 +230,19 @@ def _predict_and_write(input, inputs, run, fps):
 def segment_video(input, labels, output, *, steps=None, network="hyperbolic", preset=None,
                   memory_budget_mb=None, truth=None, export=None, overwrite=False,
                   learning_rate=None, unet_filters=None, unet_levels=None, seed=0, verbose=1,
-                  fps=None, ignore_index=IGNORE_INDEX, labelled_slices=None):
+                  fps=None, ignore_index=IGNORE_INDEX, labelled_slices=None, slice_axis=None):
     """Trains a 3D network on one video from a few labelled frames and segments every frame.
 
     Args:
         input: a video file (GIF; MP4/AVI/MOV with `keras-hyperbolic[video]`),
-            a folder of frames, a `.npy`/`.npz` `(T, H, W[, C])` array or a
-            multi-page TIFF (a z-stack: slices are frames).
+            a folder of frames, a `.npy`/`.npz` `(T, H, W[, C])` array, a
+            multi-page TIFF (a z-stack: slices are frames) or a NIfTI volume
+            (`.nii`, `.nii.gz`: its slices along `slice_axis` are frames; the
+            masks are also written as `masks.nii.gz` with its affine and header).
         labels: `"FRAME=MASK"` strings (or `(frame, path)` pairs), folders of
-            masks whose names carry the frame index, or a `(T, H, W)` mask
-            stack. Masks: palette/grey/colour PNG or `.npy` class ids (see
+            masks whose names carry the frame index, or a mask stack: a
+            `(T, H, W)` `.npy` or a NIfTI label map of the volume's shape. Masks:
+            palette/grey/colour PNG or `.npy` class ids (see
             `keras_hyperbolic.data.media`); classes are 0 (background) to K-1.
         output: the output directory (must not exist unless `overwrite`).
         steps: training steps (one step: the whole video or one window); default 300.
@@ -250,6 +262,8 @@ def segment_video(input, labels, output, *, steps=None, network="hyperbolic", pr
             IoU; None: no void value.
         labelled_slices: the frames of a mask stack in `labels` that are
             labelled (default: every frame not void throughout).
+        slice_axis: of a NIfTI volume, the data axis taken as time (default:
+            the axis of the largest voxel spacing, else the last).
 
     Defaults not given are `segmentation_settings.SEGMENT`'s (the main job's).
     One run at a time per `output`: a second one is refused while the first
@@ -273,7 +287,7 @@ def segment_video(input, labels, output, *, steps=None, network="hyperbolic", pr
         raise SegmentError(f"--export {export} exists and is not a directory")
     with _one_writer(output):
         check_output(output, overwrite)  # again: a run that held the lock may have finished it
-        inputs = load_inputs(input, labels, truth, ignore_index, labelled_slices)
+        inputs = load_inputs(input, labels, truth, ignore_index, labelled_slices, slice_axis)
         check_preset(network, settings.preset)  # imports the models, and so TensorFlow
         # === Everything checked: TensorFlow from here on ===
         run = _train(input, inputs, output, settings, network, seed, verbose)
@@ -316,6 +330,7 @@ def report(metrics, output):
                      + (f"; {truth['ignored_pixels']:,} void truth pixels left out"
                         if truth.get("ignored_pixels") else ""))
     lines.append(f"wrote {output}/: masks/ ({metrics['video_shape'][0]} PNGs), masks.npy, "
+                 + (f"{NIFTI_MASKS}, " if "masks_nifti" in metrics["outputs"] else "")
                  + ", ".join(metrics["outputs"]["animations"]) + f", {MODEL_FILE}, metrics.json")
     if "exported" in metrics:
         lines.append(f"exported the model to {metrics['exported']}")

@@ -11,13 +11,17 @@ count neither in the loss nor, in a truth mask, in the IoU. Class ids are the
 other values, numbered 0 to K-1; an ignore index among them is refused. A mask
 stack (`.npy`, multi-page TIFF, NIfTI label map) labels every frame that is
 not void throughout, or the frames listed in `labelled_slices`.
+
+A NIfTI volume (`keras_hyperbolic.data.nifti`) is read as its slices along
+the slice axis (from the header, or `slice_axis`); NIfTI label maps and truth
+are sliced the same way and must have the volume's shape.
 """
 
 import os
 
 import numpy as np
 
-from keras_hyperbolic.data import media
+from keras_hyperbolic.data import media, nifti
 from keras_hyperbolic.tasks.segmentation_settings import NETWORKS, SEGMENT
 from keras_hyperbolic.validation import check_choice, check_positive_float, invalid
 
@@ -57,7 +61,16 @@ def parse_label_arguments(labels):
 
 
 def _is_stack(path):
-    return os.path.isfile(path) and (os.path.splitext(path)[1].lower() in STACK_SUFFIXES)
+    return os.path.isfile(path) and (os.path.splitext(path)[1].lower() in STACK_SUFFIXES
+                                     or nifti.is_nifti(path))
+
+
+def _read_stack(path, volume):
+    """A `(T, H, W)` mask stack; a NIfTI label map is sliced like `volume` (a geometry) and
+    must have its shape."""
+    if nifti.is_nifti(path):
+        return nifti.read_label_map(path, volume=volume)
+    return media.read_mask_stack(path)
 
 
 def _stack_frames(stack, path, ignore_index, labelled_slices):
@@ -73,7 +86,7 @@ def _stack_frames(stack, path, ignore_index, labelled_slices):
     return [t for t in range(len(stack)) if not (stack[t] == ignore_index).all()]
 
 
-def _read_label_sources(parsed, ignore_index=IGNORE_INDEX, labelled_slices=None):
+def _read_label_sources(parsed, ignore_index=IGNORE_INDEX, labelled_slices=None, volume=None):
     """`[(frame, path, raw mask, kind)]` from FRAME=MASK items, label folders and mask stacks."""
     found = []
     stacks = 0
@@ -85,14 +98,15 @@ def _read_label_sources(parsed, ignore_index=IGNORE_INDEX, labelled_slices=None)
                 found.append((index, file) + media.read_mask_raw(file))
         elif _is_stack(path):
             stacks += 1
-            stack = media.read_mask_stack(path)
+            stack = _read_stack(path, volume)
             for index in _stack_frames(stack, path, ignore_index, labelled_slices):
                 found.append((index, f"{path}[{index}]", stack[index], "index"))
         elif not os.path.exists(path):
             raise SegmentError(f"{path}: no such mask file or folder")
         else:
             raise SegmentError(f"{path}: give a mask as FRAME={path} (or a folder of masks whose "
-                               "file names carry the frame index, or a (T, H, W) .npy stack)")
+                               "file names carry the frame index, a (T, H, W) .npy stack or a "
+                               "NIfTI label map)")
     if labelled_slices is not None and not stacks:
         raise SegmentError(f"--labelled-slices {','.join(map(str, labelled_slices))}: it picks "
                            "slices of a label stack (.npy, multi-page TIFF, NIfTI), and "
@@ -200,21 +214,63 @@ def check_ignore_index(ignore_index):
     return int(ignore_index)
 
 
-def load_inputs(input, labels, truth=None, ignore_index=IGNORE_INDEX, labelled_slices=None):
-    """Reads and checks the video, the labels and the truth; returns a dict (no TensorFlow)."""
+def _volume(input, slice_axis):
+    """The NIfTI geometry of `input` (`nifti.geometry`), None for other inputs."""
+    if not nifti.is_nifti(input):
+        if slice_axis is not None:
+            raise SegmentError(f"--slice-axis {slice_axis}: it picks the frame axis of a NIfTI "
+                               f"volume (.nii, .nii.gz), and {input} is not one")
+        return None
+    if isinstance(slice_axis, bool) or slice_axis not in (None, 0, 1, 2):
+        raise SegmentError(f"--slice-axis {slice_axis!r}: expected 0, 1 or 2 (an axis of the "
+                           f"data of {input})")
+    return nifti.geometry(input, slice_axis)
+
+
+def parse_ignore_index(text):
+    """`--ignore-index`'s text: an integer >= 0, or "none" (None: no void value)."""
+    if str(text).strip().lower() == "none":
+        return None
+    try:
+        return check_ignore_index(int(text))
+    except ValueError:
+        raise SegmentError(f"--ignore-index {text}: expected a class-id value >= 0 or none") \
+            from None
+
+
+def parse_indices(text, argument, count=None):
+    """`"3,40,77"` -> `[3, 40, 77]` (integers >= 0; `count` of them where given)."""
+    try:
+        values = [int(part) for part in str(text).split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0 or (count is not None and len(values) != count):
+        expected = f"{count} comma-separated" if count else "comma-separated"
+        raise SegmentError(f"{argument} {text}: expected {expected} integers >= 0, such as "
+                           + ("16,96,96" if count == 3 else "3,40,77"))
+    return values
+
+
+def load_inputs(input, labels, truth=None, ignore_index=IGNORE_INDEX, labelled_slices=None,
+                slice_axis=None):
+    """Reads and checks the video, the labels and the truth; returns a dict (no TensorFlow).
+
+    The dict: `video`, `labels` (`{frame: mask}`), `label_sources`,
+    `num_classes`, `truth` (`{frame: mask}` or None), `colours`, `ignore_index`,
+    `ignored_label_pixels`, `labelled_pixels`, and `volume` (the NIfTI input's
+    `nifti.geometry`, or None).
+    """
     ignore_index = check_ignore_index(ignore_index)
     try:
-        video = media.read_video(input)
+        volume = _volume(os.fspath(input), slice_axis)
+        video = media.read_video(input, volume and volume["slice_axis"])
+        label_entries = _read_label_sources(parse_label_arguments(labels), ignore_index,
+                                            labelled_slices, volume)
+        truth_entries = (_read_label_sources(parse_label_arguments(truth), ignore_index,
+                                             volume=volume) if truth else [])
     except media.MediaError as error:
         raise SegmentError(str(error)) from None
     frames, height, width = video.shape[:3]
-    try:
-        label_entries = _read_label_sources(parse_label_arguments(labels), ignore_index,
-                                            labelled_slices)
-        truth_entries = (_read_label_sources(parse_label_arguments(truth), ignore_index)
-                         if truth else [])
-    except media.MediaError as error:
-        raise SegmentError(str(error)) from None
     converted, colours = _to_classes(label_entries + truth_entries)
     label_part, truth_part = converted[:len(label_entries)], converted[len(label_entries):]
     masks, sources = check_labels(label_part, frames, (height, width))
@@ -225,7 +281,8 @@ def load_inputs(input, labels, truth=None, ignore_index=IGNORE_INDEX, labelled_s
     return {"video": video, "labels": masks, "label_sources": sources,
             "num_classes": num_classes, "truth": truth_masks, "colours": colours,
             "ignore_index": ignore_index, "ignored_label_pixels": ignored,
-            "labelled_pixels": int(sum(m.size for m in masks.values())) - ignored}
+            "labelled_pixels": int(sum(m.size for m in masks.values())) - ignored,
+            "volume": volume}
 
 
 def label_arrays(inputs):
