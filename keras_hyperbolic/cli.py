@@ -390,7 +390,7 @@ def cmd_segment(args):
             preset=args.preset, memory_budget_mb=args.memory_budget, truth=args.truth,
             export=args.export, overwrite=args.overwrite, learning_rate=args.learning_rate,
             seed=args.seed, verbose=args.verbose, fps=args.fps, ignore_index=ignore_index,
-            labelled_slices=labelled_slices, slice_axis=args.slice_axis,
+            labelled_slices=labelled_slices, slice_axis=args.slice_axis, crop=args.crop,
         )
     except (SegmentError, ValueError) as error:  # ValueError: the argument checks
         raise CommandError(str(error)) from None
@@ -416,7 +416,8 @@ def _add_seed_and_verbose(parser):
     """The last two options of the training commands (`train`, `segment`)."""
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                        help="Keras progress: 0 silent, 1 progress bar (default), 2 a line per epoch")
+                        help="progress: 0 silent, 1 a progress line (default; with an ETA for "
+                        "the video tasks and segment), 2 a line per epoch (per backup interval)")
 
 
 def _add_segment_parsers(commands):
@@ -452,8 +453,13 @@ def _add_segment_parsers(commands):
                          help=f"HyperbolicSegmenter preset (default {SEGMENT.preset})")
     segment.add_argument("--memory-budget", type=float, default=SEGMENT.memory_budget_mb,
                          metavar="MB", help="training-step memory to plan for: the whole video "
-                         "when its estimate fits, else temporal windows (default "
-                         f"{SEGMENT.memory_budget_mb:g} MB)")
+                         "when its estimate fits and a step convolves at most "
+                         f"{SEGMENT.max_step_voxels:,} voxels, else windows or crops that do "
+                         f"(default {SEGMENT.memory_budget_mb:g} MB)")
+    segment.add_argument("--crop", default=None, metavar="T,H,W",
+                         help="train on crops of T frames of H x W (multiples of the network's "
+                         "input multiple) and predict in tiles of that size, instead of the "
+                         "plan's choice")
     segment.add_argument("--truth", nargs="+", default=None, metavar="MASKS",
                          help="true masks (a folder, FRAME=MASK items or a (T, H, W) .npy) "
                          "for IoU per frame and class")
@@ -478,7 +484,10 @@ def _add_segment_parsers(commands):
                          "(default: the axis of the largest voxel spacing, else the last)")
     _add_seed_and_verbose(segment)
     segment.set_defaults(handler=cmd_segment)
+    _add_demo_parser(commands)
 
+
+def _add_demo_parser(commands):
     demo = commands.add_parser(
         "demo-data", help="write a demo video with 3 labelled frames for `segment`",
         description="Write the package's composed video (real handwritten digits moving over "

@@ -118,7 +118,8 @@ def _toy(tmp_path, frames=5, height=13, width=11, labelled=(0, 4)):
     return str(tmp_path / "video.npy"), labels, truth
 
 
-def test_odd_sizes_pad_and_crop_back_in_windows(tmp_path):
+@pytest.mark.parametrize("mode", ["crops", "windows"])
+def test_odd_sizes_pad_and_crop_back_in_crops_and_windows(mode, tmp_path):
     video, labels, truth = _toy(tmp_path)
     tiny = SEGMENT.override(preset="tiny_3d")
     model = segmentation_pipeline.build_network("hyperbolic", 3, tiny)
@@ -126,11 +127,20 @@ def test_odd_sizes_pad_and_crop_back_in_windows(tmp_path):
 
     mb = [training_step_estimate(model, (t, 14, 12, 1))["total_bytes"] / 2**20 for t in (2, 6)]
     out = str(tmp_path / "out")
-    result = segment_video(video, labels, out, truth=str(tmp_path / "truth.npy"),
-                           memory_budget_mb=(mb[0] + mb[1]) / 2, **TINY)
+    # A budget below the whole video's step: the plan cuts it in space and time (crops);
+    # windows of whole frames where asked for (--crop).
+    options = ({"memory_budget_mb": (mb[0] + mb[1]) / 2} if mode == "crops"
+               else {"crop": "2,14,12"})
+    result = segment_video(video, labels, out, truth=str(tmp_path / "truth.npy"), **options,
+                           **TINY)
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["padded_shape"] == [6, 14, 12, 1]
-    assert metrics["training"]["mode"] == "windows" and metrics["training"]["window"] < 6
+    training = metrics["training"]
+    assert training["mode"] == mode and training["crop"] != [6, 14, 12]
+    assert (training["crop"][1:] == [14, 12]) == (mode == "windows")
+    if mode == "crops":
+        assert training["estimate_mb"] <= training["memory_budget_mb"] < training[
+            "whole_video_estimate_mb"]
     labels_out = np.load(os.path.join(out, "masks.npy"))
     assert labels_out.shape == (5, 13, 11) and np.array_equal(labels_out, result["labels"])
     pngs = sorted(os.listdir(os.path.join(out, "masks")))
@@ -558,3 +568,161 @@ def test_bad_nifti_inputs_are_one_line_and_write_nothing(tmp_path, capsys):
         assert exit_.value.code == 2 and err.count("\n") == 1 and message in err, err
         assert not os.path.exists(out) and not os.path.exists(out + ".partial")
         assert not os.path.exists(out + ".partial.lock")
+
+
+# === The plan: whole video, windows or crops; tiles; progress ===
+
+
+def _tiny_model(classes=3):
+    return segmentation_pipeline.build_network("hyperbolic", classes,
+                                               SEGMENT.override(preset="tiny_3d"))
+
+
+def test_the_plan_cuts_by_voxels_and_memory():
+    from keras_hyperbolic.tasks import segmentation_plan as plan
+
+    model = _tiny_model()
+    big = 4096.0
+    whole = plan.plan_training(model, (8, 16, 16, 1), 2, big, 8 * 16 * 16)
+    assert whole["mode"] == "whole" and whole["crop"] == [8, 16, 16]
+    # Over the voxels of a step: the largest water-filled crop within them.
+    crops = plan.plan_training(model, (8, 16, 16, 1), 2, big, 600)
+    assert crops["mode"] == "crops" and crops["crop"] == [8, 8, 8]  # 512 voxels; 10^3 > 600
+    # A long video of small frames keeps whole frames: windows.
+    windows = plan.plan_training(model, (64, 6, 6, 1), 2, big, 36 * 20)
+    assert windows["mode"] == "windows" and windows["crop"] == [20, 6, 6]
+    # The memory budget binds like the voxels do.
+    estimate = plan._estimator(model)
+    budget = (estimate((4, 4, 4, 1)) + estimate((6, 6, 6, 1))) / 2
+    tight = plan.plan_training(model, (8, 16, 16, 1), 2, budget, 10**9)
+    assert tight["crop"] == [4, 4, 4] and tight["estimate_mb"] <= budget
+    with pytest.raises(plan.BudgetTooSmall, match="the memory budget of 0.001 MB is too small"):
+        plan.plan_training(model, (8, 16, 16, 1), 2, 0.001, 10**9)
+    # Prediction tiles: at least the crop, as large as the budget holds.
+    assert all(t >= c for t, c in zip(crops["tile"], crops["crop"]))
+    assert crops["tile"] == [8, 16, 16] and tight["tile"] == [4, 4, 4]
+
+
+@pytest.mark.parametrize("crop,message", [
+    ("3,4,4", "--crop 3,4,4: 3 is not a multiple of 2, the network's input multiple"),
+    ("4,16,4", "--crop 4,16,4: larger than the input, 5 x 13 x 11 (padded to 6 x 14 x 12"),
+    ("4,4", "--crop 4,4: expected 3 comma-separated integers"),
+])
+def test_a_bad_crop_is_one_line_and_writes_nothing(crop, message, tmp_path, capsys):
+    video, labels, _ = _toy(tmp_path)
+    out = str(tmp_path / "out")
+    with pytest.raises(SystemExit):
+        cli.main(["segment", video, "--labels", *labels, "--out", out, "--crop", crop,
+                  "--preset", "tiny_3d"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert sorted(os.listdir(tmp_path)) == sorted(["video.npy", "truth.npy", "mask0.png",
+                                                   "mask4.png"])
+
+
+def test_crops_hold_labelled_pixels_and_draw_the_classes_evenly():
+    from keras_hyperbolic.tasks.segmentation_plan import crop_origins
+
+    targets = np.zeros((20, 30, 40), np.int32)
+    weights = np.zeros((20, 30, 40), np.float32)
+    weights[[3, 15]] = 1.0  # two labelled frames
+    targets[3, 5:25, 5:30] = 1
+    targets[15, 28, 39] = 2  # one pixel of a rare class, in a corner
+    crop = (8, 10, 12)
+    origins = crop_origins(targets, weights, crop, 600, seed=4)
+    assert origins.shape == (600, 3)
+    assert np.all(origins >= 0) and np.all(origins + crop <= targets.shape)
+    rare = 0
+    for origin in origins:
+        where = tuple(slice(o, o + c) for o, c in zip(origin, crop))
+        assert weights[where].any()  # every crop holds a labelled frame (and pixel)
+        rare += bool((targets[where] == 2).any())
+    # Three classes drawn in turn: the one pixel of class 2 is in a third of the crops or more
+    # (crops placed uniformly would hold it about once in 800).
+    assert 0.3 < rare / 600 < 0.5
+    np.testing.assert_array_equal(origins, crop_origins(targets, weights, crop, 600, seed=4))
+    assert not np.array_equal(origins, crop_origins(targets, weights, crop, 600, seed=5))
+
+
+class _Softmaxed:
+    """A stand-in network whose logits are its input: blending must give back the input."""
+
+    def predict_on_batch(self, x):
+        self.batches = getattr(self, "batches", 0) + 1
+        return np.log(x)
+
+
+@pytest.mark.parametrize("shape,tile,batch", [((21,), (8,), 3), ((10, 13), (4, 6), 1),
+                                              ((7, 9, 12), (4, 4, 8), 5)])
+def test_tiles_blend_to_the_whole_prediction_in_any_rank(shape, tile, batch):
+    rng = np.random.default_rng(0)
+    probs = rng.random(shape + (3,)).astype(np.float32) + 0.1
+    probs /= probs.sum(-1, keepdims=True)
+    model = _Softmaxed()
+    blended = segmentation_pipeline.blend_tiles(model, probs, tile, batch_size=batch)
+    np.testing.assert_allclose(blended, probs, rtol=1e-5)
+    corners = segmentation_pipeline.tile_corners(shape, tile)
+    assert model.batches == -(-len(corners) // batch)
+    covered = np.zeros(shape, int)
+    for corner in corners:
+        covered[tuple(slice(c, c + t) for c, t in zip(corner, tile))] += 1
+    assert covered.min() >= 1 and len(corners) > 1
+
+
+def test_tile_weights_favour_a_tile_centre():
+    """Two tiles disagreeing on the overlap: each voxel leans to the tile it is central in."""
+    class Disagree:
+        calls = 0
+
+        def predict_on_batch(self, x):
+            Disagree.calls += 1
+            logits = np.zeros(x.shape[:-1] + (2,), np.float32)
+            logits[..., Disagree.calls - 1] = 5.0  # the first tile says 0, the second 1
+            return logits
+
+    video = np.zeros((12, 1), np.float32)
+    probs = segmentation_pipeline.blend_tiles(Disagree(), video, (8,), batch_size=1)
+    labels = probs.argmax(-1)
+    assert list(labels[:4]) == [0] * 4 and list(labels[8:]) == [1] * 4
+    assert labels[5] == 0 and labels[6] == 1  # 5 is nearer the first tile's centre, 6 the second's
+
+
+def test_progress_measures_the_pace_and_the_eta(monkeypatch):
+    import io
+
+    from keras_hyperbolic.tasks import segmentation_progress
+
+    clock = iter([0.0, 10.0, 12.0, 14.0, 16.0, 18.0])  # the first step 10 s, then 2 s each
+    monkeypatch.setattr(segmentation_progress.time, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    progress = segmentation_progress.StepProgress(10, 5, verbose=2, stream=stream)
+    progress.on_train_begin()
+    progress.on_epoch_begin(1)  # resumed after the first backup (5 steps)
+    for batch in range(5):
+        progress.on_train_batch_end(batch, {"loss": 0.5})
+    progress.on_epoch_end(1, {"loss": 0.25})
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "  resumed at step 5 of 10"
+    assert lines[1] == ("  measured: 2.00 s/step (the first step, tracing included: 10.0 s); "
+                        "estimated training time 18 s, 2 s left")
+    assert lines[2] == "  step 10/10  loss 0.2500  2.00 s/step  ETA 0 s"
+    assert segmentation_progress.format_seconds(3725) == "1 h 02 min"
+
+
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_segment_prints_the_plan_then_progress_without_keras_bar(verbose, tmp_path, capsys):
+    video, labels, _ = _toy(tmp_path)
+    segment_video(video, labels, str(tmp_path / "out"), steps=8, preset="tiny_3d",
+                  verbose=verbose, crop="2,6,6")
+    out = capsys.readouterr().out
+    plan = out[out.index("plan:"):].splitlines()[:7]
+    assert [line.split()[0] for line in plan] == ["plan:", "input", "labels", "network",
+                                                  "training", "memory", "predict"]
+    assert "crops of 2 x 6 x 6 (--crop)" in plan[4] and "of the 4096 MB budget" in plan[5]
+    assert "measured: " in out and "estimated training time" in out
+    assert "━" not in out and "step/step" not in out  # Keras's progress bar stays out
+    if verbose == 2:
+        assert any(line.startswith("  step 8/8  loss ") for line in out.splitlines())
+        assert "\r" not in out
+    else:
+        assert "\r  step 8/8  loss " in out and "ETA 0 s" in out

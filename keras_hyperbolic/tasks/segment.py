@@ -39,7 +39,7 @@ from keras_hyperbolic.data import media, nifti
 from keras_hyperbolic.tasks import output_lock
 from keras_hyperbolic.tasks.segment_inputs import (  # noqa: F401  (segment's interface)
     IGNORE_INDEX, SegmentError, check_classes, check_labels, check_output, check_preset,
-    check_settings, check_truth, label_arrays, load_inputs, parse_label_arguments)
+    check_settings, check_truth, label_arrays, load_inputs, parse_indices, parse_label_arguments)
 from keras_hyperbolic.tasks.segmentation_settings import OVERLAY_FPS, SEGMENT  # noqa: F401
 from keras_hyperbolic.validation import check_positive_int
 
@@ -84,16 +84,18 @@ def _prepare_work_dir(work, fingerprint, verbose):
     return False
 
 
-def _settings_record(settings, network, seed, inputs):
+def _settings_record(settings, network, seed, inputs, crop):
     """The settings of a segment run as metrics.json and the resume fingerprint hold them."""
     return {"steps": settings.steps, "network": network, "preset": settings.preset,
             "memory_budget_mb": settings.memory_budget_mb,
+            "max_step_voxels": settings.max_step_voxels,
+            "crop": None if crop is None else list(crop),
             "learning_rate": settings.learning_rate_of(network),
             "unet_filters": settings.unet_filters, "unet_levels": settings.unet_levels,
             "ignore_index": inputs["ignore_index"], "seed": int(seed)}
 
 
-def _build_and_prepare(pipeline, network, inputs, settings):
+def _build_and_prepare(pipeline, network, inputs, settings, crop):
     """The network for `inputs` and the prepared video (padded, planned); SegmentError if it can't."""
     model = pipeline.build_network(network, inputs["num_classes"], settings)
     if model.rank != 3:
@@ -102,8 +104,8 @@ def _build_and_prepare(pipeline, network, inputs, settings):
     targets, weights = label_arrays(inputs)
     try:
         prepared = pipeline.prepare(model, inputs["video"], targets, weights,
-                                    settings.memory_budget_mb)
-    except pipeline.BudgetTooSmall as error:
+                                    settings.memory_budget_mb, settings.max_step_voxels, crop)
+    except (pipeline.BudgetTooSmall, pipeline.BadCrop) as error:
         raise SegmentError(str(error)) from None
     return model, prepared
 
@@ -116,18 +118,42 @@ def _describe_labels(inputs):
                else "") + ")")
 
 
-def _describe_plan(inputs, model, network, prepared):
-    plan, video = prepared.plan, inputs["video"]
-    return (f"video {video.shape} ({'grey' if video.shape[-1] == 1 else 'RGB'}), "
-            f"{_describe_labels(inputs)}; "
-            f"padded to {prepared.video.shape[:3]} (multiples of {prepared.multiple})\n"
-            f"network: {type(model).__name__} ({network}); training on "
-            + ("the whole video" if plan["mode"] == "whole" else
-               f"windows of {plan['window']} frames holding a labelled frame")
-            + f": estimated step memory {plan['estimate_mb']:.0f} MB of the "
-            f"{plan['memory_budget_mb']:g} MB budget"
-            + (f" (whole video: {plan['whole_video_estimate_mb']:.0f} MB)"
-               if plan["mode"] == "windows" else ""))
+def _x(shape):
+    return " x ".join(str(int(n)) for n in shape)
+
+
+def _training_text(plan):
+    """What a training step sees, in words."""
+    if plan["mode"] == "whole":
+        return "the whole video"
+    if plan["mode"] == "windows":
+        return f"windows of {plan['window']} frames, each holding a labelled frame"
+    return (f"crops of {_x(plan['crop'])}" + (" (--crop)" if plan["crop_given"] else "")
+            + " around labelled pixels, the classes in turn")
+
+
+def _describe_plan(pipeline, inputs, model, network, prepared, steps):
+    """The plan block printed before training (the measured pace follows, from training)."""
+    plan, video, volume = prepared.plan, inputs["video"], inputs["volume"]
+    tiles = len(pipeline.tile_corners(prepared.video.shape[:3], plan["tile"]))
+    lines = [
+        "plan:",
+        f"  input      {_x(video.shape[:3])} ({'grey' if video.shape[-1] == 1 else 'RGB'})"
+        + (f", NIfTI slices along data axis {volume['slice_axis']} (voxel spacing "
+           f"{' x '.join(f'{z:g}' for z in volume['spacing'])})" if volume else "")
+        + f"; padded to {_x(prepared.video.shape[:3])} (multiples of {prepared.multiple})",
+        f"  labels     {_describe_labels(inputs)}",
+        f"  network    {type(model).__name__} ({network}), {model.count_params():,} parameters",
+        f"  training   {steps} steps on {_training_text(plan)}: {plan['step_voxels']:,} voxels "
+        f"a step (at most {plan['max_step_voxels']:,} without --crop)",
+        f"  memory     estimated step {plan['estimate_mb']:.0f} MB of the "
+        f"{plan['memory_budget_mb']:g} MB budget (whole video: "
+        f"{plan['whole_video_estimate_mb']:.0f} MB)",
+        "  predict    " + ("the whole video at once" if plan["mode"] == "whole" else
+                          f"{tiles} tiles of {_x(plan['tile'])}, half-overlapping, blended; "
+                          f"{plan['predict_batch']} at a time"),
+    ]
+    return "\n".join(lines)
 
 
 def _metrics(input, inputs, prepared, record, model, result, resumed):
@@ -169,6 +195,18 @@ def _publish(work, output):
         os.rename(work, output)
 
 
+def _check_crop(crop):
+    """`crop` as a tuple of 3 ints >= 1 (from a tuple or "t,h,w"), or None."""
+    if crop is None:
+        return None
+    text = crop if isinstance(crop, str) else ",".join(map(str, crop))
+    values = parse_indices(text, "--crop", count=3)
+    if min(values) < 1:
+        raise SegmentError(f"--crop {text}: expected 3 comma-separated integers >= 1, such as "
+                           "16,96,96")
+    return tuple(values)
+
+
 @contextlib.contextmanager
 def _one_writer(output):
     """Holds `output`'s lock (`output_lock`); SegmentError naming the holder when it is taken."""
@@ -179,22 +217,20 @@ def _one_writer(output):
         raise SegmentError(str(error)) from None
 
 
-def _train(input, inputs, output, settings, network, seed, verbose):
+def _train(input, inputs, output, settings, network, crop, seed, verbose):
     """Builds, plans and trains the network in `output.partial`; returns what the rest needs."""
     import keras
 
     from keras_hyperbolic.tasks import segmentation_pipeline as pipeline
 
     keras.utils.set_random_seed(int(seed))
-    model, prepared = _build_and_prepare(pipeline, network, inputs, settings)
+    model, prepared = _build_and_prepare(pipeline, network, inputs, settings, crop)
     if verbose:
-        print(_describe_plan(inputs, model, network, prepared))
-    record = _settings_record(settings, network, seed, inputs)
+        print(_describe_plan(pipeline, inputs, model, network, prepared, settings.steps))
+    record = _settings_record(settings, network, seed, inputs, crop)
     work = output + ".partial"
     resumed = _prepare_work_dir(work, _fingerprint(inputs, {**record, "input": str(input)}),
                                 verbose)
-    if verbose:
-        print(f"\n== training {settings.steps} steps, {model.count_params():,} parameters")
     result = pipeline.train(model, prepared, settings.steps, settings.learning_rate_of(network),
                             run_dir=os.path.join(work, "run"), seed=int(seed), verbose=verbose)
     return {"model": model, "prepared": prepared, "record": record, "result": result,
@@ -230,7 +266,8 @@ def _predict_and_write(input, inputs, run, fps):
 def segment_video(input, labels, output, *, steps=None, network="hyperbolic", preset=None,
                   memory_budget_mb=None, truth=None, export=None, overwrite=False,
                   learning_rate=None, unet_filters=None, unet_levels=None, seed=0, verbose=1,
-                  fps=None, ignore_index=IGNORE_INDEX, labelled_slices=None, slice_axis=None):
+                  fps=None, ignore_index=IGNORE_INDEX, labelled_slices=None, slice_axis=None,
+                  crop=None):
     """Trains a 3D network on one video from a few labelled frames and segments every frame.
 
     Args:
@@ -245,17 +282,22 @@ def segment_video(input, labels, output, *, steps=None, network="hyperbolic", pr
             palette/grey/colour PNG or `.npy` class ids (see
             `keras_hyperbolic.data.media`); classes are 0 (background) to K-1.
         output: the output directory (must not exist unless `overwrite`).
-        steps: training steps (one step: the whole video or one window); default 300.
+        steps: training steps (one step: the whole video, one window or one
+            crop); default 300.
         network: "hyperbolic" (`HyperbolicSegmenter`) or "unet" (`BaselineUNet`).
         preset: the HyperbolicSegmenter preset (default "video_cpu").
-        memory_budget_mb: training-step memory to plan for (default 4096 MB).
+        memory_budget_mb: training-step memory to plan for (default 4096 MB):
+            the whole video when its step fits and convolves at most
+            `SEGMENT.max_step_voxels` voxels, else windows or crops that do
+            (`segmentation_plan`).
         truth: masks of any frames (same forms as `labels`) to measure IoU on.
         export: a TF Serving base directory to export the trained model to.
         overwrite: replace an existing `output`.
         learning_rate: Adam's initial rate (default 3e-3 for both, the main job's).
         unet_filters, unet_levels: the U-Net's size (default 20 filters, 2 levels).
         seed: seed of the weights and of the windows.
-        verbose: 0 silent, 1 Keras progress bar, 2 one line per epoch.
+        verbose: 0 silent; 1 the plan, then a progress line with an ETA; 2
+            the plan, then a line per backup interval (30 steps).
         fps: frames per second of the overlay animation (default 8).
         ignore_index: the mask value of void pixels (default 255, as DAVIS and
             Pascal VOC mark them), left out of the loss and, in `truth`, of the
@@ -264,6 +306,9 @@ def segment_video(input, labels, output, *, steps=None, network="hyperbolic", pr
             labelled (default: every frame not void throughout).
         slice_axis: of a NIfTI volume, the data axis taken as time (default:
             the axis of the largest voxel spacing, else the last).
+        crop: `(t, h, w)` (or `"t,h,w"`): train on crops of this size
+            (multiples of the network's input multiple, within the input)
+            instead of the planned ones; predict in tiles of it.
 
     Defaults not given are `segmentation_settings.SEGMENT`'s (the main job's).
     One run at a time per `output`: a second one is refused while the first
@@ -282,6 +327,7 @@ def segment_video(input, labels, output, *, steps=None, network="hyperbolic", pr
     settings = check_settings(network, steps, preset, memory_budget_mb, learning_rate,
                               unet_filters, unet_levels)
     fps = check_positive_int(OVERLAY_FPS if fps is None else fps, "fps")
+    crop = _check_crop(crop)
     output = check_output(output, overwrite)
     if export is not None and os.path.exists(export) and not os.path.isdir(export):
         raise SegmentError(f"--export {export} exists and is not a directory")
@@ -290,7 +336,7 @@ def segment_video(input, labels, output, *, steps=None, network="hyperbolic", pr
         inputs = load_inputs(input, labels, truth, ignore_index, labelled_slices, slice_axis)
         check_preset(network, settings.preset)  # imports the models, and so TensorFlow
         # === Everything checked: TensorFlow from here on ===
-        run = _train(input, inputs, output, settings, network, seed, verbose)
+        run = _train(input, inputs, output, settings, network, crop, seed, verbose)
         labels_out, metrics = _predict_and_write(input, inputs, run, fps)
         _publish(run["work"], output)
     if export is not None:
@@ -311,10 +357,9 @@ def report(metrics, output):
     lines = [
         f"{metrics['network']}: {training['steps_this_run']} steps this run"
         + (" (resumed)" if training["resumed"] else "")
-        + f", {training['seconds_per_step']:.2f} s/step; trained on "
-        + ("the whole video" if training["mode"] == "whole"
-           else f"windows of {training['window']} frames")
-        + f" (estimated step memory {training['estimate_mb']:.0f} MB)",
+        + f", {training['seconds_per_step']:.2f} s/step; trained on {_training_text(training)}"
+        + f" (estimated step memory {training['estimate_mb']:.0f} MB); predicted in "
+        f"{metrics['predict_seconds']:.0f} s",
     ]
     if metrics.get("ignored_label_pixels"):
         lines.append(f"void label pixels ignored (value {metrics['settings']['ignore_index']}): "
