@@ -7,9 +7,10 @@ truth (`truth.npy`); then `segment` runs on it for the reversible segmenter and 
 in its own process, with the default settings unless told otherwise. Printed and written
 (`--json`) for each run: its plan (whole video, windows or crops, the estimated step memory),
 wall time, training and prediction seconds, seconds per step, the process's peak resident
-memory (`wait4`'s `ru_maxrss`: TensorFlow itself included, about 0.5-1 GB), TensorFlow's
-allocator peak where the allocator keeps statistics (oneDNN on), and the mean IoU over all
-frames against the generator's truth.
+memory (`wait4`'s `ru_maxrss`: TensorFlow itself included, about 1 GB at the smallest size),
+the peak of TensorFlow's `CPU:0` allocator where it keeps statistics (oneDNN on; it counts only
+the tensors that allocator serves, a small part of what a `fit` holds), and the mean IoU over
+all frames against the generator's truth.
 
 These runs are benchmarks, not tests (the suite runs the same code paths on tiny inputs): the
 default sizes take hours on 2 CPU cores.

@@ -141,6 +141,7 @@ def test_odd_sizes_pad_and_crop_back_in_crops_and_windows(mode, tmp_path):
     if mode == "crops":
         assert training["estimate_mb"] <= training["memory_budget_mb"] < training[
             "whole_video_estimate_mb"]
+        assert all(t >= c for t, c in zip(training["tile"], training["crop"]))
     labels_out = np.load(os.path.join(out, "masks.npy"))
     assert labels_out.shape == (5, 13, 11) and np.array_equal(labels_out, result["labels"])
     pngs = sorted(os.listdir(os.path.join(out, "masks")))
@@ -719,6 +720,8 @@ def test_segment_prints_the_plan_then_progress_without_keras_bar(verbose, tmp_pa
     assert [line.split()[0] for line in plan] == ["plan:", "input", "labels", "network",
                                                   "training", "memory", "predict"]
     assert "crops of 2 x 6 x 6 (--crop)" in plan[4] and "of the 4096 MB budget" in plan[5]
+    # The budget holds the whole video's step: predicted in one tile, larger than the crops.
+    assert "1 tile of 6 x 14 x 12, half-overlapping, blended" in plan[6]
     assert "measured: " in out and "estimated training time" in out
     assert "━" not in out and "step/step" not in out  # Keras's progress bar stays out
     if verbose == 2:

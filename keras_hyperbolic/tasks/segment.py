@@ -150,7 +150,8 @@ def _describe_plan(pipeline, inputs, model, network, prepared, steps):
         f"{plan['memory_budget_mb']:g} MB budget (whole video: "
         f"{plan['whole_video_estimate_mb']:.0f} MB)",
         "  predict    " + ("the whole video at once" if plan["mode"] == "whole" else
-                          f"{tiles} tiles of {_x(plan['tile'])}, half-overlapping, blended; "
+                          f"{tiles} tile{'s' * (tiles > 1)} of {_x(plan['tile'])}, "
+                          "half-overlapping, blended; "
                           f"{plan['predict_batch']} at a time"),
     ]
     return "\n".join(lines)

@@ -4,8 +4,7 @@ The plan is made before training from two numbers that do not depend on the
 machine's speed: the network's estimated training-step memory
 (`profiling.training_step_estimate`) against the memory budget, and the
 voxels a step convolves against `max_step_voxels` (the time of a step grows
-with them; on 2 CPU cores a step of 2**18 voxels of the `video_cpu` segmenter
-takes about a second). The padded video `(T, H, W)` is trained on
+with them). The padded video `(T, H, W)` is trained on
 
 - whole, when both fit;
 - otherwise on crops of `(t, h, w)`, each side a multiple of the network's

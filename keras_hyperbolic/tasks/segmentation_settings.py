@@ -65,9 +65,10 @@ class SegmentationSettings:
     unet_filters: int = 20
     unet_levels: int = 2
     memory_budget_mb: float = 4096.0
-    # 2**18 voxels (64 x 64 x 64, or 16 x 128 x 128): about a second a step of the video_cpu
-    # segmenter on 2 CPU cores, so 300 steps take minutes whatever the video's size. The main
-    # job's videos (16 x 48 x 48, the iUNet's 32 x 64 x 64) are far below it: whole.
+    # 2**18 voxels (64 x 64 x 64, or 16 x 128 x 128): 7 times the main job's whole video
+    # (16 x 48 x 48: 0.50 s a step of the video_cpu segmenter on 2 CPU cores, docs/benchmarks.md), so that 300
+    # steps take minutes whatever the video's size. The main job's videos (16 x 48 x 48, the
+    # iUNet's 32 x 64 x 64) are below it: trained whole. Not tuned by a measurement at this size.
     max_step_voxels: int = 2**18
     frames: int = 16
     height: int = 48
