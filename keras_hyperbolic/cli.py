@@ -371,6 +371,7 @@ def cmd_inspect(args):
 
 def cmd_segment(args):
     from keras_hyperbolic.tasks.segment import SegmentError, segment_video
+    from keras_hyperbolic.tasks.segment_inputs import parse_ignore_index, parse_indices
 
     if args.steps < 1:
         raise CommandError(f"--steps must be >= 1, got {args.steps}")
@@ -381,11 +382,15 @@ def cmd_segment(args):
 
         _check_export_target(args.export, SERVING_NAME, None, args.overwrite)
     try:
+        ignore_index = parse_ignore_index(args.ignore_index)
+        labelled_slices = (None if args.labelled_slices is None
+                           else parse_indices(args.labelled_slices, "--labelled-slices"))
         segment_video(
             args.input, args.labels, args.out, steps=args.steps, network=args.network,
             preset=args.preset, memory_budget_mb=args.memory_budget, truth=args.truth,
             export=args.export, overwrite=args.overwrite, learning_rate=args.learning_rate,
-            seed=args.seed, verbose=args.verbose, fps=args.fps,
+            seed=args.seed, verbose=args.verbose, fps=args.fps, ignore_index=ignore_index,
+            labelled_slices=labelled_slices, slice_axis=args.slice_axis, crop=args.crop,
         )
     except (SegmentError, ValueError) as error:  # ValueError: the argument checks
         raise CommandError(str(error)) from None
@@ -411,25 +416,30 @@ def _add_seed_and_verbose(parser):
     """The last two options of the training commands (`train`, `segment`)."""
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
-                        help="Keras progress: 0 silent, 1 progress bar (default), 2 a line per epoch")
+                        help="progress: 0 silent, 1 a progress line (default; with an ETA for "
+                        "the video tasks and segment), 2 a line per epoch (per backup interval)")
 
 
 def _add_segment_parsers(commands):
+    from keras_hyperbolic.tasks.segment_inputs import IGNORE_INDEX
     from keras_hyperbolic.tasks.segmentation_settings import NETWORKS, OVERLAY_FPS, SEGMENT
 
     segment = commands.add_parser(
         "segment", help="segment your own video or volume from a few labelled frames",
         description="Train a 3D network on one video (or z-stack) whose masks are given on a "
         "few frames, and segment every frame. INPUT: a GIF (MP4/AVI/MOV with the `video` "
-        "extra), a folder of PNG/JPEG frames, a .npy/.npz array (T, H, W[, C]) or a "
-        "multi-page TIFF. Masks: palette, grey or colour PNGs or .npy class ids (0 is the "
-        "background). Writes DIR/masks/*.png, masks.npy, overlay.gif (and .mp4), "
-        "segmenter.keras and metrics.json. A killed run resumes when started again.",
+        "extra), a folder of PNG/JPEG frames, a .npy/.npz array (T, H, W[, C]), a "
+        "multi-page TIFF or a NIfTI volume. Masks: palette, grey or colour PNGs, .npy class "
+        "ids or NIfTI label maps (0 is the background, 255 void). Writes DIR/masks/*.png, "
+        "masks.npy (and masks.nii.gz for a NIfTI volume), overlay.gif (and .mp4), "
+        "segmenter.keras and metrics.json. A killed run resumes when started again; one run "
+        "at a time writes DIR.",
         epilog="Example:\n  keras-hyperbolic demo-data demo\n  keras-hyperbolic segment "
         "demo/video.gif --labels demo/labels --truth demo/truth --out segmented",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    segment.add_argument("input", help="video file, frame folder, .npy/.npz or multi-page TIFF")
+    segment.add_argument("input", help="video file, frame folder, .npy/.npz, multi-page TIFF or "
+                         "NIfTI volume (.nii, .nii.gz)")
     segment.add_argument("--labels", nargs="+", required=True, metavar="FRAME=MASK",
                          help="labelled frames (0-based) and their masks; or a folder of masks "
                          "whose names carry the frame index (frame_0012.png)")
@@ -443,8 +453,13 @@ def _add_segment_parsers(commands):
                          help=f"HyperbolicSegmenter preset (default {SEGMENT.preset})")
     segment.add_argument("--memory-budget", type=float, default=SEGMENT.memory_budget_mb,
                          metavar="MB", help="training-step memory to plan for: the whole video "
-                         "when its estimate fits, else temporal windows (default "
-                         f"{SEGMENT.memory_budget_mb:g} MB)")
+                         "when its estimate fits and a step convolves at most "
+                         f"{SEGMENT.max_step_voxels:,} voxels, else windows or crops that do "
+                         f"(default {SEGMENT.memory_budget_mb:g} MB)")
+    segment.add_argument("--crop", default=None, metavar="T,H,W",
+                         help="train on crops of T frames of H x W (multiples of the network's "
+                         "input multiple) and predict in tiles of that size, instead of the "
+                         "plan's choice")
     segment.add_argument("--truth", nargs="+", default=None, metavar="MASKS",
                          help="true masks (a folder, FRAME=MASK items or a (T, H, W) .npy) "
                          "for IoU per frame and class")
@@ -457,9 +472,22 @@ def _add_segment_parsers(commands):
                              for network in NETWORKS) + ")")
     segment.add_argument("--fps", type=int, default=OVERLAY_FPS,
                          help="frames per second of the overlay animation")
+    segment.add_argument("--ignore-index", default=str(IGNORE_INDEX),
+                         metavar="VALUE", help="mask value of void pixels, left out of the loss "
+                         f"and the IoU (default {IGNORE_INDEX}, as DAVIS and VOC use; none: no "
+                         "void value)")
+    segment.add_argument("--labelled-slices", default=None,
+                         metavar="I,J,...", help="the labelled frames of a label stack or NIfTI "
+                         "label map (default: every frame not void throughout)")
+    segment.add_argument("--slice-axis", type=int, default=None, metavar="{0,1,2}",
+                         help="of a NIfTI volume, the data axis whose slices are the frames "
+                         "(default: the axis of the largest voxel spacing, else the last)")
     _add_seed_and_verbose(segment)
     segment.set_defaults(handler=cmd_segment)
+    _add_demo_parser(commands)
 
+
+def _add_demo_parser(commands):
     demo = commands.add_parser(
         "demo-data", help="write a demo video with 3 labelled frames for `segment`",
         description="Write the package's composed video (real handwritten digits moving over "

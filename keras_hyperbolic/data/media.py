@@ -6,11 +6,13 @@ What `keras-hyperbolic segment` reads:
   imageio's ffmpeg plugin (`pip install keras-hyperbolic[video]`) or PyAV;
 - a folder of frames (PNG, JPEG, TIFF or BMP), in natural order (`frame2` before `frame10`);
 - a `.npy` / `.npz` array `(T, H, W)` or `(T, H, W, C)`;
-- a multi-page TIFF, a z-stack read like time.
+- a multi-page TIFF, a z-stack read like time;
+- a NIfTI volume (`.nii`, `.nii.gz`; `nifti`), its slices along one axis read like time.
 
-Frames come back as float32 `(T, H, W, C)` with C = 1 (grey) or 3 (RGB):
-integer data divided by its type's maximum (uint8 by 255), floating data as
-stored. An alpha channel is dropped. A GIF or a video file whose three
+Frames come back as float32 `(T, H, W, C)` with C = 1 (grey) or 3 (RGB) in
+[0, 1] (`normalise_intensities`): 8-bit data divided by 255, floats already in
+[0, 1] as stored, anything else (16-bit scans, CT numbers) clipped to its
+0.5th and 99.5th percentiles and scaled. An alpha channel is dropped. A GIF or a video file whose three
 channels are equal everywhere is read as grey (those formats cannot store grey).
 
 Masks are images of class ids: a palette (indexed) PNG gives its indices; a
@@ -26,6 +28,8 @@ import os
 import re
 
 import numpy as np
+
+from keras_hyperbolic.data import nifti
 
 VIDEO_SUFFIXES = (".gif", ".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 FFMPEG_SUFFIXES = VIDEO_SUFFIXES[1:]
@@ -87,21 +91,42 @@ def video_writer_available():
 # === Frames ===
 
 
-def _to_float(array, path):
-    if array.dtype == bool:
-        return array.astype(np.float32)
-    if np.issubdtype(array.dtype, np.integer):
-        info = np.iinfo(array.dtype)
-        if info.min < 0:
-            raise MediaError(f"{path}: signed integer frames ({array.dtype}) are not supported; "
-                             "use unsigned integers or floats")
-        return array.astype(np.float32) / np.float32(info.max)
+#: The percentiles that bound intensities other than 8-bit (nnU-Net's clipping for CT and MR).
+PERCENTILES = (0.5, 99.5)
+# Percentiles of a large volume are read from a regular subsample of about this many values.
+_PERCENTILE_SAMPLE = 1 << 22
+
+
+def normalise_intensities(array, path="array"):
+    """float32 frames in [0, 1] from the values of any file that `read_video` reads.
+
+    - bool and 8-bit unsigned integers: divided by 1 and 255 (exact, as stored);
+    - floats already within [0, 1]: as stored;
+    - anything else (16-bit scans, signed CT numbers, floats outside [0, 1]):
+      clipped to its 0.5th and 99.5th percentiles and scaled to [0, 1], as
+      nnU-Net bounds CT and MR intensities, so that a few extreme voxels
+      (metal, air, hot pixels) do not squeeze the rest into a sliver of the range.
+
+    Raises:
+        MediaError: NaN or infinite values (naming the first frame holding one), or a type
+            that holds no intensities.
+    """
+    array = np.asarray(array)
+    if array.dtype == bool or array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(1 if array.dtype == bool else 255)
     if np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)):
             t = int(np.argwhere(~np.isfinite(array))[0][0])
             raise MediaError(f"{path}: frame {t} holds NaN or infinite values")
-        return array.astype(np.float32)
-    raise MediaError(f"{path}: cannot read frames of type {array.dtype}")
+        if array.size and array.min() >= 0 and array.max() <= 1:
+            return array.astype(np.float32)
+    elif not np.issubdtype(array.dtype, np.integer):
+        raise MediaError(f"{path}: cannot read frames of type {array.dtype}")
+    flat = array.reshape(-1)
+    sample = flat[:: max(1, flat.size // _PERCENTILE_SAMPLE)]
+    low, high = np.percentile(sample, PERCENTILES).astype(np.float64)
+    scaled = (array.astype(np.float32) - np.float32(low)) / np.float32(max(high - low, 1e-12))
+    return np.clip(scaled, 0.0, 1.0, out=scaled)
 
 
 def _channels_last(array, path, grey_if_equal=False):
@@ -205,14 +230,16 @@ def _read_video_file(path):
                          f"{' '.join(str(error).split())[:200]})") from None
 
 
-def read_video(path):
-    """The frames of a video file, frame folder, `.npy`/`.npz` array or multi-page TIFF.
+def read_video(path, slice_axis=None):
+    """The frames of a video file, frame folder, `.npy`/`.npz` array, multi-page TIFF or NIfTI volume.
 
     Args:
         path: the file or folder.
+        slice_axis: of a NIfTI volume, the data axis whose slices are the
+            frames (default: `nifti.slice_axis_of` its voxel spacing).
 
     Returns:
-        float32 `(T, H, W, C)`, C = 1 (grey) or 3 (RGB); see the module docstring for values.
+        float32 `(T, H, W, C)`, C = 1 (grey) or 3 (RGB), values by `normalise_intensities`.
 
     Raises:
         MediaError: a missing, empty, unreadable or unsupported file, naming it (and the frame).
@@ -221,11 +248,13 @@ def read_video(path):
     if not os.path.exists(path):
         raise MediaError(f"{path}: no such file or folder")
     if os.path.isdir(path):
-        return _to_float(_channels_last(_read_folder(path), path), path)
+        return normalise_intensities(_channels_last(_read_folder(path), path), path)
     if os.path.getsize(path) == 0:
         raise MediaError(f"{path}: the file is empty")
     suffix = _suffix(path)
-    if suffix in ARRAY_SUFFIXES:
+    if nifti.is_nifti(path):
+        array = nifti.read_volume(path, slice_axis)[0]
+    elif suffix in ARRAY_SUFFIXES:
         array = _read_array(path)
     elif suffix in TIFF_SUFFIXES:
         array = _read_tiff(path)
@@ -238,8 +267,9 @@ def read_video(path):
     else:
         raise MediaError(f"{path}: unknown kind of file {suffix!r}; expected a video "
                          f"({', '.join(VIDEO_SUFFIXES)}), a folder of frames, "
-                         f"{', '.join(ARRAY_SUFFIXES)} or a multi-page TIFF")
-    return _to_float(_channels_last(np.asarray(array), path), path)
+                         f"{', '.join(ARRAY_SUFFIXES)}, a multi-page TIFF or a NIfTI volume "
+                         f"({', '.join(nifti.NIFTI_SUFFIXES)})")
+    return normalise_intensities(_channels_last(np.asarray(array), path), path)
 
 
 # === Masks ===

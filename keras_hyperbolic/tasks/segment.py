@@ -25,6 +25,7 @@ sizes, class ids) before it creates anything or imports TensorFlow, raising
 argument for a bad setting).
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,189 +35,18 @@ import time
 import numpy as np
 
 from keras_hyperbolic import runtime
-from keras_hyperbolic.data import media
-from keras_hyperbolic.tasks.segmentation_settings import NETWORKS, OVERLAY_FPS, SEGMENT
-from keras_hyperbolic.validation import (check_choice, check_positive_float, check_positive_int,
-                                         invalid)
+from keras_hyperbolic.data import media, nifti
+from keras_hyperbolic.tasks import output_lock
+from keras_hyperbolic.tasks.segment_inputs import (  # noqa: F401  (segment's interface)
+    IGNORE_INDEX, SegmentError, check_classes, check_labels, check_output, check_preset,
+    check_settings, check_truth, label_arrays, load_inputs, parse_indices, parse_label_arguments)
+from keras_hyperbolic.tasks.segmentation_settings import OVERLAY_FPS, SEGMENT  # noqa: F401
+from keras_hyperbolic.validation import check_positive_int
 
 MODEL_FILE = "segmenter.keras"
+#: The predicted masks of a NIfTI input, with its affine and header.
+NIFTI_MASKS = "masks.nii.gz"
 SERVING_NAME = "segmenter"
-
-
-class SegmentError(ValueError):
-    """Bad input to `segment_video`, found before any training; names the file and frame."""
-
-
-# === Reading and checking the inputs ===
-
-
-def parse_label_arguments(labels):
-    """`["3=m3.png", "labels/"]` -> list of `(frame or None, path)` (None: a folder or mask stack)."""
-    if isinstance(labels, (str, os.PathLike)):
-        labels = [labels]
-    parsed = []
-    for item in labels or ():
-        if isinstance(item, tuple):
-            frame, path = item
-        else:
-            text = os.fspath(item)
-            head, sep, tail = text.partition("=")
-            if sep and head.strip().lstrip("-").isdigit():
-                frame, path = int(head), tail
-            elif sep:
-                raise SegmentError(f"--labels {text}: expected FRAME=MASK with FRAME an integer "
-                                   f"frame index, got FRAME={head!r}")
-            else:
-                frame, path = None, text
-        parsed.append((frame, os.fspath(path)))
-    return parsed
-
-
-def _read_label_sources(parsed):
-    """`[(frame, path, raw mask, kind)]` from FRAME=MASK items, label folders and mask stacks."""
-    found = []
-    for frame, path in parsed:
-        if frame is not None:
-            found.append((frame, path) + media.read_mask_raw(path))
-        elif os.path.isdir(path):
-            for index, file in media.mask_files(path).items():
-                found.append((index, file) + media.read_mask_raw(file))
-        elif os.path.isfile(path) and os.path.splitext(path)[1].lower() in (
-                ".npy", ".npz", ".tif", ".tiff"):
-            stack = media.read_mask_stack(path)  # a (T, H, W) stack: masks of every frame
-            for index in range(len(stack)):
-                found.append((index, f"{path}[{index}]", stack[index], "index"))
-        elif not os.path.exists(path):
-            raise SegmentError(f"{path}: no such mask file or folder")
-        else:
-            raise SegmentError(f"{path}: give a mask as FRAME={path} (or a folder of masks whose "
-                               "file names carry the frame index, or a (T, H, W) .npy stack)")
-    return found
-
-
-def _to_classes(entries):
-    """Raw masks (index or colour) -> class ids, colours mapped by one shared table."""
-    colour = [i for i, e in enumerate(entries) if e[3] == "colour"]
-    index = [i for i, e in enumerate(entries) if e[3] == "index"]
-    if colour and index:
-        a, b = entries[index[0]], entries[colour[0]]
-        raise SegmentError(f"{b[1]} (frame {b[0]}) is a colour mask but {a[1]} (frame {a[0]}) "
-                           "holds class ids: use one kind for all masks (palette/grey PNGs or "
-                           "colour PNGs)")
-    ids, colours = media.colours_to_classes([entries[i][2] for i in colour])
-    out = [(f, p, m) for f, p, m, _ in entries]
-    for i, mask in zip(colour, ids):
-        out[i] = (entries[i][0], entries[i][1], mask)
-    return out, (colours if colour else None)
-
-
-def check_labels(entries, num_frames, frame_size, what="label"):
-    """Checks frame indices and mask sizes.
-
-    Returns:
-        A tuple: `{frame: int64 mask}` in frame order, and `{frame: path}` (where each came from).
-    """
-    if not entries:
-        raise SegmentError(f"no labelled frame: give at least one --labels FRAME=MASK")
-    masks = {}
-    sources = {}
-    for frame, path, mask in entries:
-        if not 0 <= frame < num_frames:
-            raise SegmentError(f"{path}: frame {frame} is out of range: the video has "
-                               f"{num_frames} frames (indices 0 to {num_frames - 1})")
-        if frame in masks:
-            raise SegmentError(f"{path}: frame {frame} is {what}led twice (also by "
-                               f"{sources[frame]})")
-        if tuple(mask.shape) != tuple(frame_size):
-            raise SegmentError(f"{path} (frame {frame}): the mask is {mask.shape[0]} x "
-                               f"{mask.shape[1]} (height x width) but the video's frames are "
-                               f"{frame_size[0]} x {frame_size[1]}")
-        masks[frame] = mask.astype(np.int64)
-        sources[frame] = path
-    return dict(sorted(masks.items())), sources
-
-
-def check_classes(masks, sources):
-    """The classes `0 .. K-1` the labels use: every id in between appears, K >= 2."""
-    present = sorted(set().union(*(np.unique(m).tolist() for m in masks.values())))
-    if len(present) < 2:
-        raise SegmentError(f"the labels hold fewer than two classes (only class "
-                           f"{present[0]} in {', '.join(sources.values())}): mark at least "
-                           "one other class")
-    missing = sorted(set(range(present[-1] + 1)) - set(present))
-    if missing:
-        frame = next(f for f, m in masks.items() if (m == present[-1]).any())
-        raise SegmentError(
-            f"{sources[frame]} (frame {frame}): class id {present[-1]} is beyond the classes "
-            f"seen: class ids {missing} appear in no labelled mask (classes must be numbered "
-            f"0 to K-1; seen: {present})")
-    return present[-1] + 1
-
-
-def check_truth(entries, num_frames, frame_size, num_classes):
-    """Checks the truth masks like the labels, and their ids against the labels' classes."""
-    masks, sources = check_labels(entries, num_frames, frame_size, what="truth-label")
-    for frame, mask in masks.items():
-        if mask.max() >= num_classes:
-            raise SegmentError(f"{sources[frame]} (frame {frame}): class id {int(mask.max())} is "
-                               f"beyond the classes seen in the labels (0 to {num_classes - 1})")
-    return masks
-
-
-def load_inputs(input, labels, truth=None):
-    """Reads and checks the video, the labels and the truth; returns a dict (no TensorFlow)."""
-    try:
-        video = media.read_video(input)
-    except media.MediaError as error:
-        raise SegmentError(str(error)) from None
-    frames, height, width = video.shape[:3]
-    try:
-        label_entries = _read_label_sources(parse_label_arguments(labels))
-        truth_entries = _read_label_sources(parse_label_arguments(truth)) if truth else []
-    except media.MediaError as error:
-        raise SegmentError(str(error)) from None
-    converted, colours = _to_classes(label_entries + truth_entries)
-    label_part, truth_part = converted[:len(label_entries)], converted[len(label_entries):]
-    masks, sources = check_labels(label_part, frames, (height, width))
-    num_classes = check_classes(masks, sources)
-    truth_masks = (check_truth(truth_part, frames, (height, width), num_classes)
-                   if truth else None)
-    return {"video": video, "labels": masks, "label_sources": sources,
-            "num_classes": num_classes, "truth": truth_masks, "colours": colours}
-
-
-def check_settings(network, steps=None, preset=None, memory_budget_mb=None, learning_rate=None,
-                   unet_filters=None, unet_levels=None):
-    """`SEGMENT` with the given values (None: SEGMENT's), checked.
-
-    `learning_rate` is the rate of `network` (the U-Net's for "unet").
-    """
-    check_choice(network, NETWORKS, "network")
-    if learning_rate is not None:
-        check_positive_float(learning_rate, "learning_rate")
-    rate = {"unet_learning_rate" if network == "unet" else "learning_rate": learning_rate}
-    return SEGMENT.override(steps=steps, preset=preset, memory_budget_mb=memory_budget_mb,
-                            unet_filters=unet_filters, unet_levels=unet_levels, **rate).check()
-
-
-def check_output(output, overwrite):
-    """The normalised output path, or SegmentError when it may not be written."""
-    output = os.path.normpath(os.fspath(output))
-    if os.path.exists(output) and not overwrite:
-        raise SegmentError(f"{output} already exists; pass --overwrite to replace it")
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise SegmentError(f"{output} exists and is not a directory")
-    parent = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(parent):
-        raise SegmentError(f"the parent directory of {output} does not exist: {parent}")
-    return output
-
-
-def _check_preset(network, preset):
-    from keras_hyperbolic.models.presets import PRESETS
-
-    if network == "hyperbolic" and preset not in PRESETS:
-        raise invalid("preset", preset, f"one of {sorted(PRESETS)}")
 
 
 # === The job ===
@@ -254,45 +84,77 @@ def _prepare_work_dir(work, fingerprint, verbose):
     return False
 
 
-def _settings_record(settings, network, seed):
+def _settings_record(settings, network, seed, inputs, crop):
     """The settings of a segment run as metrics.json and the resume fingerprint hold them."""
     return {"steps": settings.steps, "network": network, "preset": settings.preset,
             "memory_budget_mb": settings.memory_budget_mb,
+            "max_step_voxels": settings.max_step_voxels,
+            "crop": None if crop is None else list(crop),
             "learning_rate": settings.learning_rate_of(network),
             "unet_filters": settings.unet_filters, "unet_levels": settings.unet_levels,
-            "seed": int(seed)}
+            "ignore_index": inputs["ignore_index"], "seed": int(seed)}
 
 
-def _build_and_prepare(pipeline, network, inputs, settings):
+def _build_and_prepare(pipeline, network, inputs, settings, crop):
     """The network for `inputs` and the prepared video (padded, planned); SegmentError if it can't."""
     model = pipeline.build_network(network, inputs["num_classes"], settings)
     if model.rank != 3:
         raise SegmentError(f"--preset {settings.preset} is a {model.rank}D network; segment "
                            "needs a 3D one (time, height, width)")
-    video = inputs["video"]
-    targets = np.zeros(video.shape[:3], np.int32)
-    weights = np.zeros(video.shape[:3], np.float32)
-    for frame, mask in inputs["labels"].items():
-        targets[frame], weights[frame] = mask, 1.0
+    targets, weights = label_arrays(inputs)
     try:
-        prepared = pipeline.prepare(model, video, targets, weights, settings.memory_budget_mb)
-    except pipeline.BudgetTooSmall as error:
+        prepared = pipeline.prepare(model, inputs["video"], targets, weights,
+                                    settings.memory_budget_mb, settings.max_step_voxels, crop)
+    except (pipeline.BudgetTooSmall, pipeline.BadCrop) as error:
         raise SegmentError(str(error)) from None
     return model, prepared
 
 
-def _describe_plan(inputs, model, network, prepared):
-    plan, video = prepared.plan, inputs["video"]
-    return (f"video {video.shape} ({'grey' if video.shape[-1] == 1 else 'RGB'}), "
-            f"{inputs['num_classes']} classes, labelled frames {sorted(inputs['labels'])}; "
-            f"padded to {prepared.video.shape[:3]} (multiples of {prepared.multiple})\n"
-            f"network: {type(model).__name__} ({network}); training on "
-            + ("the whole video" if plan["mode"] == "whole" else
-               f"windows of {plan['window']} frames holding a labelled frame")
-            + f": estimated step memory {plan['estimate_mb']:.0f} MB of the "
-            f"{plan['memory_budget_mb']:g} MB budget"
-            + (f" (whole video: {plan['whole_video_estimate_mb']:.0f} MB)"
-               if plan["mode"] == "windows" else ""))
+def _describe_labels(inputs):
+    ignored = inputs["ignored_label_pixels"]
+    return (f"{inputs['num_classes']} classes, labelled frames {sorted(inputs['labels'])} "
+            f"({inputs['labelled_pixels']:,} labelled pixels"
+            + (f", {ignored:,} void pixels (value {inputs['ignore_index']}) ignored" if ignored
+               else "") + ")")
+
+
+def _x(shape):
+    return " x ".join(str(int(n)) for n in shape)
+
+
+def _training_text(plan):
+    """What a training step sees, in words."""
+    if plan["mode"] == "whole":
+        return "the whole video"
+    if plan["mode"] == "windows":
+        return f"windows of {plan['window']} frames, each holding a labelled frame"
+    return (f"crops of {_x(plan['crop'])}" + (" (--crop)" if plan["crop_given"] else "")
+            + " around labelled pixels, the classes in turn")
+
+
+def _describe_plan(pipeline, inputs, model, network, prepared, steps):
+    """The plan block printed before training (the measured pace follows, from training)."""
+    plan, video, volume = prepared.plan, inputs["video"], inputs["volume"]
+    tiles = len(pipeline.tile_corners(prepared.video.shape[:3], plan["tile"]))
+    lines = [
+        "plan:",
+        f"  input      {_x(video.shape[:3])} ({'grey' if video.shape[-1] == 1 else 'RGB'})"
+        + (f", NIfTI slices along data axis {volume['slice_axis']} (voxel spacing "
+           f"{' x '.join(f'{z:g}' for z in volume['spacing'])})" if volume else "")
+        + f"; padded to {_x(prepared.video.shape[:3])} (multiples of {prepared.multiple})",
+        f"  labels     {_describe_labels(inputs)}",
+        f"  network    {type(model).__name__} ({network}), {model.count_params():,} parameters",
+        f"  training   {steps} steps on {_training_text(plan)}: {plan['step_voxels']:,} voxels "
+        f"a step (at most {plan['max_step_voxels']:,} without --crop)",
+        f"  memory     estimated step {plan['estimate_mb']:.0f} MB of the "
+        f"{plan['memory_budget_mb']:g} MB budget (whole video: "
+        f"{plan['whole_video_estimate_mb']:.0f} MB)",
+        "  predict    " + ("the whole video at once" if plan["mode"] == "whole" else
+                          f"{tiles} tile{'s' * (tiles > 1)} of {_x(plan['tile'])}, "
+                          "half-overlapping, blended; "
+                          f"{plan['predict_batch']} at a time"),
+    ]
+    return "\n".join(lines)
 
 
 def _metrics(input, inputs, prepared, record, model, result, resumed):
@@ -307,7 +169,13 @@ def _metrics(input, inputs, prepared, record, model, result, resumed):
         "num_classes": inputs["num_classes"],
         "labelled_frames": sorted(inputs["labels"]),
         "label_files": {str(f): p for f, p in inputs["label_sources"].items()},
+        "labelled_pixels": inputs["labelled_pixels"],
+        "ignored_label_pixels": inputs["ignored_label_pixels"],
         "class_colours": inputs["colours"],
+        "volume": (None if inputs["volume"] is None else
+                   {"slice_axis": inputs["volume"]["slice_axis"],
+                    "spacing": inputs["volume"]["spacing"],
+                    "shape": list(inputs["volume"]["shape"])}),
         "settings": record,
         "network": type(model).__name__,
         "parameters": int(model.count_params()),
@@ -328,35 +196,124 @@ def _publish(work, output):
         os.rename(work, output)
 
 
+def _check_crop(crop):
+    """`crop` as a tuple of 3 ints >= 1 (from a tuple or "t,h,w"), or None."""
+    if crop is None:
+        return None
+    text = crop if isinstance(crop, str) else ",".join(map(str, crop))
+    values = parse_indices(text, "--crop", count=3)
+    if min(values) < 1:
+        raise SegmentError(f"--crop {text}: expected 3 comma-separated integers >= 1, such as "
+                           "16,96,96")
+    return tuple(values)
+
+
+@contextlib.contextmanager
+def _one_writer(output):
+    """Holds `output`'s lock (`output_lock`); SegmentError naming the holder when it is taken."""
+    try:
+        with output_lock.hold(output + ".partial"):
+            yield
+    except output_lock.OutputLocked as error:
+        raise SegmentError(str(error)) from None
+
+
+def _train(input, inputs, output, settings, network, crop, seed, verbose):
+    """Builds, plans and trains the network in `output.partial`; returns what the rest needs."""
+    import keras
+
+    from keras_hyperbolic.tasks import segmentation_pipeline as pipeline
+
+    keras.utils.set_random_seed(int(seed))
+    model, prepared = _build_and_prepare(pipeline, network, inputs, settings, crop)
+    if verbose:
+        print(_describe_plan(pipeline, inputs, model, network, prepared, settings.steps))
+    record = _settings_record(settings, network, seed, inputs, crop)
+    work = output + ".partial"
+    resumed = _prepare_work_dir(work, _fingerprint(inputs, {**record, "input": str(input)}),
+                                verbose)
+    result = pipeline.train(model, prepared, settings.steps, settings.learning_rate_of(network),
+                            run_dir=os.path.join(work, "run"), seed=int(seed), verbose=verbose)
+    return {"model": model, "prepared": prepared, "record": record, "result": result,
+            "resumed": resumed, "work": work}
+
+
+def _predict_and_write(input, inputs, run, fps):
+    """Predicts every frame and writes the outputs into the work directory; returns metrics."""
+    from keras_hyperbolic.tasks import segmentation_pipeline as pipeline
+
+    model, work = run["model"], run["work"]
+    start = time.perf_counter()
+    labels_out = pipeline.predict(model, run["prepared"])
+    metrics = _metrics(input, inputs, run["prepared"], run["record"], model, run["result"],
+                       run["resumed"])
+    metrics["predict_seconds"] = time.perf_counter() - start
+    outputs = pipeline.write_label_outputs(work, inputs["video"], labels_out,
+                                           inputs["num_classes"], fps)
+    if inputs["volume"] is not None:  # the masks over the scan, in its space
+        nifti.write_labels(os.path.join(work, NIFTI_MASKS), labels_out, inputs["volume"])
+        outputs["masks_nifti"] = NIFTI_MASKS
+    model.save(os.path.join(work, MODEL_FILE))
+    metrics["outputs"] = {**outputs, "model": MODEL_FILE}
+    if inputs["truth"] is not None:
+        metrics["truth"] = pipeline.truth_metrics(inputs["truth"], labels_out,
+                                                  set(inputs["labels"]), inputs["num_classes"],
+                                                  inputs["ignore_index"])
+    pipeline.write_metrics(work, metrics)
+    os.remove(os.path.join(work, "run.json"))
+    return labels_out, metrics
+
+
 def segment_video(input, labels, output, *, steps=None, network="hyperbolic", preset=None,
                   memory_budget_mb=None, truth=None, export=None, overwrite=False,
                   learning_rate=None, unet_filters=None, unet_levels=None, seed=0, verbose=1,
-                  fps=None):
+                  fps=None, ignore_index=IGNORE_INDEX, labelled_slices=None, slice_axis=None,
+                  crop=None):
     """Trains a 3D network on one video from a few labelled frames and segments every frame.
 
     Args:
         input: a video file (GIF; MP4/AVI/MOV with `keras-hyperbolic[video]`),
-            a folder of frames, a `.npy`/`.npz` `(T, H, W[, C])` array or a
-            multi-page TIFF (a z-stack: slices are frames).
+            a folder of frames, a `.npy`/`.npz` `(T, H, W[, C])` array, a
+            multi-page TIFF (a z-stack: slices are frames) or a NIfTI volume
+            (`.nii`, `.nii.gz`: its slices along `slice_axis` are frames; the
+            masks are also written as `masks.nii.gz` with its affine and header).
         labels: `"FRAME=MASK"` strings (or `(frame, path)` pairs), folders of
-            masks whose names carry the frame index, or a `(T, H, W)` mask
-            stack. Masks: palette/grey/colour PNG or `.npy` class ids (see
+            masks whose names carry the frame index, or a mask stack: a
+            `(T, H, W)` `.npy` or a NIfTI label map of the volume's shape. Masks:
+            palette/grey/colour PNG or `.npy` class ids (see
             `keras_hyperbolic.data.media`); classes are 0 (background) to K-1.
         output: the output directory (must not exist unless `overwrite`).
-        steps: training steps (one step: the whole video or one window); default 300.
+        steps: training steps (one step: the whole video, one window or one
+            crop); default 300.
         network: "hyperbolic" (`HyperbolicSegmenter`) or "unet" (`BaselineUNet`).
         preset: the HyperbolicSegmenter preset (default "video_cpu").
-        memory_budget_mb: training-step memory to plan for (default 4096 MB).
+        memory_budget_mb: training-step memory to plan for (default 4096 MB):
+            the whole video when its step fits and convolves at most
+            `SEGMENT.max_step_voxels` voxels, else windows or crops that do
+            (`segmentation_plan`).
         truth: masks of any frames (same forms as `labels`) to measure IoU on.
         export: a TF Serving base directory to export the trained model to.
         overwrite: replace an existing `output`.
         learning_rate: Adam's initial rate (default 3e-3 for both, the main job's).
         unet_filters, unet_levels: the U-Net's size (default 20 filters, 2 levels).
         seed: seed of the weights and of the windows.
-        verbose: 0 silent, 1 Keras progress bar, 2 one line per epoch.
+        verbose: 0 silent; 1 the plan, then a progress line with an ETA; 2
+            the plan, then a line per backup interval (30 steps).
         fps: frames per second of the overlay animation (default 8).
+        ignore_index: the mask value of void pixels (default 255, as DAVIS and
+            Pascal VOC mark them), left out of the loss and, in `truth`, of the
+            IoU; None: no void value.
+        labelled_slices: the frames of a mask stack in `labels` that are
+            labelled (default: every frame not void throughout).
+        slice_axis: of a NIfTI volume, the data axis taken as time (default:
+            the axis of the largest voxel spacing, else the last).
+        crop: `(t, h, w)` (or `"t,h,w"`): train on crops of this size
+            (multiples of the network's input multiple, within the input)
+            instead of the planned ones; predict in tiles of it.
 
     Defaults not given are `segmentation_settings.SEGMENT`'s (the main job's).
+    One run at a time per `output`: a second one is refused while the first
+    runs (a lock beside `output.partial`, dropped when its process ends).
 
     Returns:
         A dict: `model`, `labels` (int32 `(T, H, W)` predicted classes),
@@ -364,60 +321,35 @@ def segment_video(input, labels, output, *, steps=None, network="hyperbolic", pr
 
     Raises:
         SegmentError: bad input (unreadable or empty files, mask sizes,
-            frame indices, class ids, too few classes, an existing output),
-            before anything is created or trained.
+            frame indices, class ids, too few classes, an existing output,
+            another run writing `output`), before anything is created or trained.
         ValueError: a bad setting (naming the argument), equally early.
     """
     settings = check_settings(network, steps, preset, memory_budget_mb, learning_rate,
                               unet_filters, unet_levels)
     fps = check_positive_int(OVERLAY_FPS if fps is None else fps, "fps")
+    crop = _check_crop(crop)
     output = check_output(output, overwrite)
-    inputs = load_inputs(input, labels, truth)
     if export is not None and os.path.exists(export) and not os.path.isdir(export):
         raise SegmentError(f"--export {export} exists and is not a directory")
-    _check_preset(network, settings.preset)
-
-    # === Everything checked: TensorFlow from here on ===
-    import keras
-
-    from keras_hyperbolic.tasks import segmentation_pipeline as pipeline
-
-    keras.utils.set_random_seed(int(seed))
-    model, prepared = _build_and_prepare(pipeline, network, inputs, settings)
-    if verbose:
-        print(_describe_plan(inputs, model, network, prepared))
-    record = _settings_record(settings, network, seed)
-    work = output + ".partial"
-    resumed = _prepare_work_dir(work, _fingerprint(inputs, {**record, "input": str(input)}),
-                                verbose)
-    if verbose:
-        print(f"\n== training {settings.steps} steps, {model.count_params():,} parameters")
-    result = pipeline.train(model, prepared, settings.steps, settings.learning_rate_of(network),
-                            run_dir=os.path.join(work, "run"), seed=int(seed), verbose=verbose)
-    start = time.perf_counter()
-    labels_out = pipeline.predict(model, prepared)
-    predict_seconds = time.perf_counter() - start
-    metrics = _metrics(input, inputs, prepared, record, model, result, resumed)
-    metrics["predict_seconds"] = predict_seconds
-    outputs = pipeline.write_label_outputs(work, inputs["video"], labels_out,
-                                           inputs["num_classes"], fps)
-    model.save(os.path.join(work, MODEL_FILE))
-    metrics["outputs"] = {**outputs, "model": MODEL_FILE}
-    if inputs["truth"] is not None:
-        metrics["truth"] = pipeline.truth_metrics(inputs["truth"], labels_out,
-                                                  set(inputs["labels"]),
-                                                  inputs["num_classes"])
-    pipeline.write_metrics(work, metrics)
-    os.remove(os.path.join(work, "run.json"))
-    _publish(work, output)
+    with _one_writer(output):
+        check_output(output, overwrite)  # again: a run that held the lock may have finished it
+        inputs = load_inputs(input, labels, truth, ignore_index, labelled_slices, slice_axis)
+        check_preset(network, settings.preset)  # imports the models, and so TensorFlow
+        # === Everything checked: TensorFlow from here on ===
+        run = _train(input, inputs, output, settings, network, crop, seed, verbose)
+        labels_out, metrics = _predict_and_write(input, inputs, run, fps)
+        _publish(run["work"], output)
     if export is not None:
         from keras_hyperbolic.export import export_saved_model
+        from keras_hyperbolic.tasks.segmentation_pipeline import write_metrics
 
-        metrics["exported"] = export_saved_model(model, export, SERVING_NAME, overwrite=overwrite)
-        pipeline.write_metrics(output, metrics)
+        metrics["exported"] = export_saved_model(run["model"], export, SERVING_NAME,
+                                                 overwrite=overwrite)
+        write_metrics(output, metrics)
     if verbose:
         print("\n" + report(metrics, output))
-    return {"model": model, "labels": labels_out, "metrics": metrics, "output": output}
+    return {"model": run["model"], "labels": labels_out, "metrics": metrics, "output": output}
 
 
 def report(metrics, output):
@@ -426,19 +358,25 @@ def report(metrics, output):
     lines = [
         f"{metrics['network']}: {training['steps_this_run']} steps this run"
         + (" (resumed)" if training["resumed"] else "")
-        + f", {training['seconds_per_step']:.2f} s/step; trained on "
-        + ("the whole video" if training["mode"] == "whole"
-           else f"windows of {training['window']} frames")
-        + f" (estimated step memory {training['estimate_mb']:.0f} MB)",
+        + f", {training['seconds_per_step']:.2f} s/step; trained on {_training_text(training)}"
+        + f" (estimated step memory {training['estimate_mb']:.0f} MB); predicted in "
+        f"{metrics['predict_seconds']:.0f} s",
     ]
+    if metrics.get("ignored_label_pixels"):
+        lines.append(f"void label pixels ignored (value {metrics['settings']['ignore_index']}): "
+                     f"{metrics['ignored_label_pixels']:,} of "
+                     f"{metrics['ignored_label_pixels'] + metrics['labelled_pixels']:,}")
     truth = metrics.get("truth")
     if truth:
         per_class = ", ".join(f"{c}: {v:.1f}" for c, v in truth["per_class_iou"].items())
         lines.append(f"IoU over {truth['frames_with_truth']} frames: mean {truth['mean_iou']:.1f} "
                      f"(per class {per_class})"
                      + (f"; unlabelled frames only {truth['unlabelled_frames_mean_iou']:.1f}"
-                        if "unlabelled_frames_mean_iou" in truth else ""))
+                        if "unlabelled_frames_mean_iou" in truth else "")
+                     + (f"; {truth['ignored_pixels']:,} void truth pixels left out"
+                        if truth.get("ignored_pixels") else ""))
     lines.append(f"wrote {output}/: masks/ ({metrics['video_shape'][0]} PNGs), masks.npy, "
+                 + (f"{NIFTI_MASKS}, " if "masks_nifti" in metrics["outputs"] else "")
                  + ", ".join(metrics["outputs"]["animations"]) + f", {MODEL_FILE}, metrics.json")
     if "exported" in metrics:
         lines.append(f"exported the model to {metrics['exported']}")

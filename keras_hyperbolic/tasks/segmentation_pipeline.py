@@ -8,25 +8,29 @@ iUNet task, `keras-hyperbolic segment` and the benchmarks run these stages:
 
 1. `build_network(name, num_classes, settings)`: the segmenter, the U-Net
    baseline or the iUNet, sized by a `SegmentationSettings`.
-2. `prepare(model, video, targets, weights, budget_mb)`: pads (reflect) to a
-   multiple of the network's `input_multiple` along time, height and width,
-   and plans: the whole video when the network's estimated training step
-   (`profiling.training_step_estimate`) fits the budget, otherwise the longest
-   temporal windows that fit, each holding at least one labelled frame.
+2. `prepare(model, video, targets, weights, budget_mb, max_voxels, crop)`:
+   pads (reflect) to a multiple of the network's `input_multiple` along
+   time, height and width, and plans (`segmentation_plan`): the whole video
+   when the network's estimated training step fits the budget and convolves
+   at most `max_voxels` voxels, otherwise windows of whole frames or crops in
+   space and time that do.
 3. `train(model, prepared, steps, learning_rate, run_dir)`: exactly `steps`
-   steps (one step: the whole video or one window once), compiled by
-   `compile_for_segmentation`, backed up every up to 30 steps so a killed run
-   resumes.
-4. `predict(model, prepared)`: the labels of every frame, cropped back; in
-   windows, half-overlapping, their class probabilities blended by a tent
-   weight (highest at a window's centre).
+   steps (one step: the whole video, one window or one crop once; crops
+   drawn around labelled pixels, the classes in turn), compiled by
+   `compile_for_segmentation`, backed up every up to 30 steps so a killed
+   run resumes; progress with an ETA (`segmentation_progress`).
+4. `predict(model, prepared)`: the labels of every frame, cropped back; from
+   windows or crops, the video is covered by half-overlapping tiles whose
+   class probabilities are blended by a tent weight (`blend_tiles`: highest
+   at a tile's centre), predicted in batches.
 5. `write_label_outputs`, `write_metrics`: masks, animations, metrics.json.
 """
 
 import dataclasses
+import functools
+import itertools
 import json
 import os
-import random
 import time
 
 import keras
@@ -35,6 +39,9 @@ import tensorflow as tf
 
 from keras_hyperbolic import runtime
 from keras_hyperbolic.data import media
+from keras_hyperbolic.tasks.segmentation_plan import (  # noqa: F401  (the stages' interface)
+    BadCrop, BudgetTooSmall, crop_origins, largest_frames, plan_training)
+from keras_hyperbolic.tasks.segmentation_progress import StepProgress
 from keras_hyperbolic.training import standard_callbacks
 from keras_hyperbolic.validation import invalid
 
@@ -62,7 +69,7 @@ def build_network(name, num_classes, settings):
     raise invalid("name", name, "one of ['hyperbolic', 'iunet', 'unet']")
 
 
-# === 2. Prepare: pad, plan the whole video or windows ===
+# === 2. Prepare: pad, plan the whole video, windows or crops (`segmentation_plan`) ===
 
 
 def pad_amounts(size, multiple):
@@ -103,64 +110,6 @@ def tent(window):
     return np.minimum(t + 1, window - t)
 
 
-class BudgetTooSmall(ValueError):
-    """Not even the shortest window's estimated training step fits the memory budget."""
-
-
-def largest_frames(model, height, width, channels, budget_mb, multiple, limit=4096):
-    """The most frames (a multiple of `multiple`, at most `limit`) whose estimated step fits.
-
-    The estimate is affine in the number of frames (weights plus per-frame
-    activations), so two estimates place the answer; it is then checked, and
-    moved by `multiple` frames until it fits and the next size does not.
-    Returns 0 when not even `multiple` frames fit.
-    """
-    from keras_hyperbolic.profiling import training_step_estimate
-
-    cache = {}
-
-    def estimate_mb(frames):
-        if frames not in cache:
-            shape = (frames, height, width, channels)
-            cache[frames] = training_step_estimate(model, shape)["total_bytes"] / 2**20
-        return cache[frames]
-
-    limit = limit // multiple * multiple
-    small, large = multiple, 2 * multiple
-    slope = (estimate_mb(large) - estimate_mb(small)) / multiple
-    guess = small + (budget_mb - estimate_mb(small)) / max(slope, 1e-12)
-    frames = int(min(max(guess // multiple * multiple, multiple), limit))
-    while frames > multiple and estimate_mb(frames) > budget_mb:
-        frames -= multiple
-    while frames + multiple <= limit and estimate_mb(frames + multiple) <= budget_mb:
-        frames += multiple
-    return frames if estimate_mb(frames) <= budget_mb else 0
-
-
-def plan_training(model, padded_shape, multiple, budget_mb, labelled):
-    """`{"mode": "whole" | "windows", "window", "estimate_mb", ...}` from the network's estimate."""
-    from keras_hyperbolic.profiling import training_step_estimate
-
-    frames = padded_shape[0]
-    mib = 2**20
-    whole = training_step_estimate(model, padded_shape)["total_bytes"] / mib
-    plan = {"whole_video_estimate_mb": whole, "memory_budget_mb": budget_mb}
-    if whole <= budget_mb:
-        return {"mode": "whole", "window": frames, "estimate_mb": whole, **plan}
-    window = largest_frames(model, *padded_shape[1:], budget_mb, multiple,
-                            limit=frames - multiple)
-    if window == 0:
-        smallest = training_step_estimate(model, (multiple,) + tuple(padded_shape[1:]))
-        raise BudgetTooSmall(
-            f"the memory budget of {budget_mb:g} MB is too small: one training step on a window "
-            f"of {multiple} frames of {padded_shape[1]} x {padded_shape[2]} needs about "
-            f"{smallest['total_bytes'] / mib:.0f} MB (whole video: {whole:.0f} MB); raise "
-            "--memory-budget or give a smaller video")
-    estimate = training_step_estimate(model, (window,) + tuple(padded_shape[1:]))
-    return {"mode": "windows", "window": window, "estimate_mb": estimate["total_bytes"] / mib,
-            "windows_with_labels": len(valid_window_starts(frames, window, labelled)), **plan}
-
-
 @dataclasses.dataclass
 class PreparedVideo:
     """A video ready for a network: padded arrays, the labelled frames, the training plan."""
@@ -179,19 +128,24 @@ class PreparedVideo:
         return array[:frames, :height, :width]
 
 
-def prepare(model, video, targets, weights, budget_mb):
-    """Pads the video for `model`, plans whole video or windows, and builds `model` for it.
+def prepare(model, video, targets, weights, budget_mb, max_voxels=None, crop=None):
+    """Pads the video for `model`, plans whole video, windows or crops, and builds `model`.
 
     Args:
         model: a 3D segmentation network with an `input_multiple`.
         video: `(T, H, W, C)` float32 frames.
         targets: `(T, H, W)` class ids (read where `weights` > 0).
-        weights: `(T, H, W)` per-pixel loss weights: 1 on the labelled frames.
+        weights: `(T, H, W)` per-pixel loss weights: 1 on the labelled pixels.
         budget_mb: the training-step memory to plan for.
+        max_voxels: the most voxels of one training step (default: `FULL`'s).
+        crop: a crop size `(t, h, w)` to train on instead of the planned one.
 
     Raises:
-        BudgetTooSmall: not even a window of `model.input_multiple` frames fits.
+        BudgetTooSmall: not even the smallest crop fits.
+        BadCrop: a given `crop` the network or the video cannot take.
     """
+    from keras_hyperbolic.tasks.segmentation_settings import FULL
+
     size = tuple(video.shape[:3])
     multiple = int(model.input_multiple)
     pads = [pad_amounts(s, multiple) for s in size]
@@ -202,12 +156,10 @@ def prepare(model, video, targets, weights, budget_mb):
         video=pad_reflect(video, pads + [(0, 0)]),
         targets=pad_reflect(np.asarray(targets, np.int32), pads), weights=padded_weights,
         size=size, multiple=multiple, labelled=labelled, plan={})
-    # The estimates build copies of the model, drawing Keras's initialiser seeds from Python's
-    # generator; put it back so that the model's own weights do not depend on the plan.
-    state = random.getstate()
-    prepared.plan = plan_training(model, prepared.video.shape, multiple, budget_mb, labelled)
-    random.setstate(state)
-    model.build((None, prepared.plan["window"]) + tuple(prepared.video.shape[1:]))
+    max_voxels = FULL.max_step_voxels if max_voxels is None else max_voxels
+    prepared.plan = plan_training(model, prepared.video.shape, multiple, budget_mb, max_voxels,
+                                  crop, size)
+    model.build((None,) + tuple(prepared.plan["crop"]) + prepared.video.shape[-1:])
     return prepared
 
 
@@ -277,6 +229,39 @@ class StepCounter(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def crop_dataset(video, masks, weights, crop, origins):
+    """Batches of one `crop`-sized cut at each of `origins` in turn (endless), not yet flipped.
+
+    The cuts are made in NumPy: the video is not copied into TensorFlow.
+    """
+    crop = tuple(int(c) for c in crop)
+
+    def cuts():
+        while True:
+            for origin in origins:
+                where = tuple(slice(o, o + c) for o, c in zip(origin, crop))
+                yield video[where][None], masks[where][None], weights[where][None]
+
+    signature = (tf.TensorSpec((1,) + crop + video.shape[len(crop):], tf.float32),
+                 tf.TensorSpec((1,) + crop, tf.int32), tf.TensorSpec((1,) + crop, tf.float32))
+    return tf.data.Dataset.from_generator(cuts, output_signature=signature)
+
+
+def _dataset(prepared, steps, seed):
+    """The training batches of the plan: the whole video, windows or crops, randomly flipped."""
+    arrays = (prepared.video, prepared.targets, prepared.weights)
+    mode = prepared.plan["mode"]
+    if mode == "whole":
+        return video_dataset(*arrays)
+    if mode == "windows":
+        window = prepared.plan["window"]
+        starts = valid_window_starts(len(prepared.video), window, prepared.labelled)
+        return window_dataset(*arrays, window, starts, seed)
+    crop = prepared.plan["crop"]
+    origins = crop_origins(prepared.targets, prepared.weights, crop, steps, seed)
+    return crop_dataset(*arrays, crop, origins).map(augment).prefetch(2)
+
+
 def steps_per_backup(steps):
     """The largest divisor of `steps` up to BACKUP_EVERY_STEPS: epochs adding up to `steps` exactly."""
     return max(d for d in range(1, min(steps, BACKUP_EVERY_STEPS) + 1) if steps % d == 0)
@@ -295,16 +280,17 @@ def compile_for_segmentation(model, learning_rate, steps):
 
 
 def train(model, prepared, steps, learning_rate, run_dir, seed=0, verbose=1, time_budget=None):
-    """Trains `model` exactly `steps` steps on a `PreparedVideo` (whole, or windows by its plan).
+    """Trains `model` exactly `steps` steps on a `PreparedVideo` (whole, windows or crops by its plan).
 
     Args:
         model: a segmentation model producing per-voxel logits, built by `prepare`.
         prepared: the `PreparedVideo`.
-        steps: training steps (one step: the whole video or one window once).
+        steps: training steps (one step: the whole video, one window or one crop once).
         learning_rate: the initial learning rate (`compile_for_segmentation`).
         run_dir: where `standard_callbacks` keep the backup and the CSV log.
-        seed: seed of the windows' order.
-        verbose: Keras `fit` verbosity.
+        seed: seed of the windows' order and of the crops.
+        verbose: 0 silent; 1 a progress line with an ETA; 2 a line per backup interval
+            (`segmentation_progress.StepProgress`, in place of Keras's progress bar).
         time_budget: seconds after which training stops early (None: never).
 
     Returns:
@@ -312,20 +298,15 @@ def train(model, prepared, steps, learning_rate, run_dir, seed=0, verbose=1, tim
         `stopped_by_time_budget`, `final_loss`.
     """
     runtime.warn_if_onednn_off()
-    arrays = (prepared.video, prepared.targets, prepared.weights)
-    if prepared.plan["mode"] == "whole":
-        data = video_dataset(*arrays)
-    else:
-        window = prepared.plan["window"]
-        starts = valid_window_starts(len(prepared.video), window, prepared.labelled)
-        data = window_dataset(*arrays, window, starts, seed)
+    data = _dataset(prepared, steps, seed)
     compile_for_segmentation(model, learning_rate, steps)
     counter = StepCounter(time_budget)
     per_epoch = steps_per_backup(steps)
+    progress = [StepProgress(steps, per_epoch, verbose)] if verbose else []
     start = time.perf_counter()
     history = model.fit(data, steps_per_epoch=per_epoch, epochs=steps // per_epoch,
-                        shuffle=False, callbacks=[counter] + standard_callbacks(run_dir),
-                        verbose=verbose)
+                        shuffle=False, verbose=0,
+                        callbacks=[counter] + progress + standard_callbacks(run_dir))
     seconds = time.perf_counter() - start
     return {
         "steps": counter.steps_done,
@@ -346,59 +327,92 @@ def describe_training(result):
     return text
 
 
-# === 4. Predict in blended windows ===
+# === 4. Predict in blended tiles ===
 
 
-def blend_windows(model, video, window):
-    """Softmax probabilities `(T, H, W, K)` of a padded video, from half-overlapping windows."""
-    frames = len(video)
+def tile_corners(shape, tile):
+    """The corners of tiles of `tile` covering `shape`, half-overlapping along every axis."""
+    return list(itertools.product(*(window_starts(n, t) for n, t in zip(shape, tile))))
+
+
+def blend_tiles(model, video, tile, batch_size=1):
+    """Softmax probabilities `(*spatial, K)` of a padded video, from overlapping tiles.
+
+    The tiles (`tile_corners`: half-overlapping along every axis, the last
+    flush with the end) are predicted `batch_size` at a time, and each voxel's
+    probabilities are averaged over the tiles holding it, weighted by the
+    product of the tents of its position in each (`tent`: highest at a tile's
+    centre, where the network saw the most context). Any rank: `video` is
+    `(*spatial, C)` and `tile` has one size per spatial axis.
+    """
+    spatial, tile = video.shape[:-1], tuple(int(t) for t in tile)
+    weight = functools.reduce(np.multiply.outer, [tent(t) for t in tile])[..., None]
+    corners = tile_corners(spatial, tile)
     total = None
-    weight = np.zeros(frames, np.float32)
-    blend = tent(window)
-    for start in window_starts(frames, window):
-        logits = model.predict(video[None, start:start + window], verbose=0)[0]
+    for first in range(0, len(corners), batch_size):
+        batch = corners[first:first + batch_size]
+        where = [tuple(slice(c, c + t) for c, t in zip(corner, tile)) for corner in batch]
+        logits = model.predict_on_batch(np.stack([video[w] for w in where]))
         probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
         if total is None:
-            total = np.zeros((frames,) + probs.shape[1:], np.float32)
-        total[start:start + window] += probs * blend[:, None, None, None]
-        weight[start:start + window] += blend
-    return total / weight[:, None, None, None]
+            total = np.zeros(spatial + probs.shape[-1:], np.float32)
+        for w, p in zip(where, probs):
+            total[w] += p * weight
+    # The summed weights are the product of per-axis sums (the corners form a grid): divide
+    # axis by axis instead of keeping a video-sized array of them.
+    for axis, (n, t) in enumerate(zip(spatial, tile)):
+        sums = np.zeros(n, np.float32)
+        for start in window_starts(n, t):
+            sums[start:start + t] += tent(t)
+        total /= sums.reshape((n,) + (1,) * (len(spatial) - axis))
+    return total
 
 
 def predict(model, prepared):
-    """int32 `(T, H, W)` class labels of every frame of a `PreparedVideo`, cropped back."""
-    window = prepared.plan["window"]
-    if window >= len(prepared.video):
+    """int32 `(T, H, W)` class labels of every frame of a `PreparedVideo`, cropped back.
+
+    The whole video at once when it was trained on whole, else in the plan's
+    tiles (`blend_tiles`).
+    """
+    plan = prepared.plan
+    if plan["mode"] == "whole":
         scores = model.predict(prepared.video[None], verbose=0)[0]  # logits: the same argmax
     else:
-        scores = blend_windows(model, prepared.video, window)
+        scores = blend_tiles(model, prepared.video, plan["tile"], plan["predict_batch"])
     return prepared.crop(np.argmax(scores, axis=-1).astype(np.int32))
 
 
 # === 5. Measure and write ===
 
 
-def class_iou(truth, predicted, num_classes):
-    """`{class: IoU in %}` over the given arrays (a class absent from both is left out)."""
+def class_iou(truth, predicted, num_classes, ignore_index=None):
+    """`{class: IoU in %}` over the given arrays (a class absent from both is left out).
+
+    Pixels whose truth is `ignore_index` (void) count for no class.
+    """
+    counted = truth != ignore_index if ignore_index is not None else True
     out = {}
     for c in range(num_classes):
-        a, b = truth == c, predicted == c
+        a, b = truth == c, (predicted == c) & counted
         union = np.logical_or(a, b).sum()
         if union:
             out[c] = float(100.0 * np.logical_and(a, b).sum() / union)
     return out
 
 
-def truth_metrics(truth, labels, labelled, num_classes):
-    """IoU per class over all frames with truth, its mean, and per frame (mean over classes)."""
+def truth_metrics(truth, labels, labelled, num_classes, ignore_index=None):
+    """IoU per class over all frames with truth, its mean, and per frame (mean over classes).
+
+    Truth pixels holding `ignore_index` (void) are left out; `ignored_pixels` counts them.
+    """
     frames = sorted(truth)
     stacked_truth = np.stack([truth[f] for f in frames])
     stacked_pred = labels[frames]
-    per_class = class_iou(stacked_truth, stacked_pred, num_classes)
+    per_class = class_iou(stacked_truth, stacked_pred, num_classes, ignore_index)
     per_frame = {}
     for f in frames:
-        ious = class_iou(truth[f], labels[f], num_classes)
-        per_frame[int(f)] = {"mean_iou": float(np.mean(list(ious.values()))),
+        ious = class_iou(truth[f], labels[f], num_classes, ignore_index)
+        per_frame[int(f)] = {"mean_iou": float(np.mean(list(ious.values()))) if ious else None,
                              "per_class": {str(c): v for c, v in ious.items()},
                              "labelled": f in labelled}
     unlabelled = [f for f in frames if f not in labelled]
@@ -406,11 +420,13 @@ def truth_metrics(truth, labels, labelled, num_classes):
         "mean_iou": float(np.mean(list(per_class.values()))),
         "per_class_iou": {str(c): v for c, v in per_class.items()},
         "frames_with_truth": len(frames),
+        "ignored_pixels": (int(np.count_nonzero(stacked_truth == ignore_index))
+                           if ignore_index is not None else 0),
         "per_frame": per_frame,
     }
     if unlabelled:
         ious = class_iou(np.stack([truth[f] for f in unlabelled]), labels[unlabelled],
-                         num_classes)
+                         num_classes, ignore_index)
         result["unlabelled_frames_mean_iou"] = float(np.mean(list(ious.values())))
     return result
 

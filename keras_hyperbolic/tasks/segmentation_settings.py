@@ -44,7 +44,10 @@ class SegmentationSettings:
         unet_filters: the U-Net's channels at full resolution.
         unet_levels: the U-Net's downsamplings.
         memory_budget_mb: estimated training-step memory to plan for: the whole
-            video when its step fits, else the longest temporal windows that fit.
+            video when its step fits (and `max_step_voxels` holds it), else
+            crops that fit (`segmentation_plan`).
+        max_step_voxels: the most voxels one training step convolves (the
+            time of a step grows with them): a larger video trains on crops.
         frames, height, width: the main job's composed video.
     """
 
@@ -61,6 +64,11 @@ class SegmentationSettings:
     unet_filters: int = 20
     unet_levels: int = 2
     memory_budget_mb: float = 4096.0
+    # 2**18 voxels (64 x 64 x 64, or 16 x 128 x 128): 7 times the main job's whole video
+    # (16 x 48 x 48: 0.50 s a step of the video_cpu segmenter on 2 CPU cores, docs/benchmarks.md), so that 300
+    # steps take minutes whatever the video's size. The main job's videos (16 x 48 x 48, the
+    # iUNet's 32 x 64 x 64) are below it: trained whole. Not tuned by a measurement at this size.
+    max_step_voxels: int = 2**18
     frames: int = 16
     height: int = 48
     width: int = 48
@@ -75,7 +83,8 @@ class SegmentationSettings:
 
     def check(self):
         """Returns these settings (numbers as floats) or raises naming the bad argument."""
-        for name in ("steps", "unet_filters", "unet_levels", "frames", "height", "width"):
+        for name in ("steps", "unet_filters", "unet_levels", "frames", "height", "width",
+                     "max_step_voxels"):
             check_positive_int(getattr(self, name), name)
         values = {}
         for name, expected in (("learning_rate", "a positive number"),

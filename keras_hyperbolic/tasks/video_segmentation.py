@@ -64,7 +64,8 @@ def train_network(name, model, data, settings, run_dir, verbose=1, time_budget=N
     `(T, H, W)` labels.
     """
     video, masks = data["video"], data["masks"]
-    prepared = pipeline.prepare(model, video, masks, data["weights"], settings.memory_budget_mb)
+    prepared = pipeline.prepare(model, video, masks, data["weights"], settings.memory_budget_mb,
+                                settings.max_step_voxels)
     if verbose:
         print(f"\n== {name}: {type(model).__name__}, {model.count_params():,} parameters")
     rate = settings.learning_rate_of(name)

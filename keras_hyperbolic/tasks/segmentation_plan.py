@@ -1,0 +1,243 @@
+"""What one training step of a video-segmentation run sees: the whole video, windows or crops.
+
+The plan is made before training from two numbers that do not depend on the
+machine's speed: the network's estimated training-step memory
+(`profiling.training_step_estimate`) against the memory budget, and the
+voxels a step convolves against `max_step_voxels` (the time of a step grows
+with them). The padded video `(T, H, W)` is trained on
+
+- whole, when both fit;
+- otherwise on crops of `(t, h, w)`, each side a multiple of the network's
+  input multiple: the largest `s` such that the crop `(min(T, s), min(H, s),
+  min(W, s))` fits both (every side as long as the others, where the video
+  allows: a long video of small frames keeps whole frames, *windows*; a large
+  one is cut in space and time, *crops*).
+
+A crop size can also be given (`crop`); it is checked against the network's
+input multiple and the input's size. Training crops are drawn around labelled
+pixels, one class after another (`crop_origins`): every crop holds a labelled
+frame, and the classes are drawn evenly however rare one is in the labels.
+Prediction covers the video with overlapping tiles, the largest water-filled
+ones (at least the crop) whose training step would fit the budget
+(`segmentation_pipeline.blend_tiles`).
+"""
+
+import math
+import random
+
+import numpy as np
+
+
+class BudgetTooSmall(ValueError):
+    """Not even the smallest crop's estimated training step fits the memory budget."""
+
+
+class BadCrop(ValueError):
+    """A given crop size that the network or the input cannot take; the message names it."""
+
+
+def _estimator(model):
+    """`estimate_mb(shape)`: the estimated training-step MB of `model` on `(t, h, w, c)`, cached.
+
+    The estimates build copies of the model, drawing Keras's initialiser seeds from Python's
+    generator; it is put back so that the model's own weights do not depend on the plan.
+    """
+    from keras_hyperbolic.profiling import training_step_estimate
+
+    cache = {}
+
+    def estimate_mb(shape):
+        shape = tuple(int(s) for s in shape)
+        if shape not in cache:
+            state = random.getstate()
+            cache[shape] = training_step_estimate(model, shape)["total_bytes"] / 2**20
+            random.setstate(state)
+        return cache[shape]
+
+    return estimate_mb
+
+
+def water_fill(shape, side):
+    """`shape` with every side cut to at most `side`: `(min(T, s), min(H, s), min(W, s))`."""
+    return tuple(min(int(n), int(side)) for n in shape)
+
+
+def largest_crop(shape, multiple, fits):
+    """The water-filled crop of the largest side (a multiple of `multiple`) for which `fits`.
+
+    `fits(crop)` must hold for a crop when it holds for a larger one; it is
+    tried on about log2(max(shape) / multiple) sides. None when not even
+    `multiple` fits.
+    """
+    sides = sorted({water_fill(shape, s) for s in range(multiple, max(shape) + multiple,
+                                                          multiple)}, key=math.prod)
+    low, high = 0, len(sides) - 1
+    if not fits(sides[0]):
+        return None
+    while low < high:  # the last side that fits
+        middle = (low + high + 1) // 2
+        if fits(sides[middle]):
+            low = middle
+        else:
+            high = middle - 1
+    return sides[low]
+
+
+def check_crop(crop, padded, size, multiple):
+    """`crop` as a tuple, or BadCrop naming it: sides are multiples of `multiple`, within the input."""
+    crop = tuple(int(c) for c in crop)
+    text = ",".join(map(str, crop))
+    if len(crop) != len(padded):
+        raise BadCrop(f"--crop {text}: expected {len(padded)} sizes (frames, height, width)")
+    for c in crop:
+        if c < multiple or c % multiple:
+            raise BadCrop(f"--crop {text}: {c} is not a multiple of {multiple}, the network's "
+                          "input multiple")
+    if any(c > p for c, p in zip(crop, padded)):
+        raise BadCrop(f"--crop {text}: larger than the input, {' x '.join(map(str, size))} "
+                      f"(padded to {' x '.join(map(str, padded))}, multiples of {multiple})")
+    return crop
+
+
+def mode_of(crop, padded):
+    """"whole" (the crop is the video), "windows" (whole frames) or "crops" (cut in space)."""
+    crop, padded = tuple(crop), tuple(padded)
+    if crop == padded:
+        return "whole"
+    return "windows" if crop[1:] == padded[1:] else "crops"
+
+
+def plan_training(model, padded_shape, multiple, budget_mb, max_voxels, crop=None, size=None):
+    """The plan of a video of `padded_shape` `(T, H, W, C)` (see the module docstring).
+
+    Args:
+        model: the 3D network (its estimates are made on copies of it).
+        padded_shape: the padded video's shape.
+        multiple: the network's input multiple.
+        budget_mb: the training-step memory to plan for.
+        max_voxels: the most voxels of one training step.
+        crop: a crop size to use instead of choosing one (checked with `check_crop`).
+        size: the video's `(T, H, W)` before padding (for the messages).
+
+    Returns:
+        A dict: `mode` ("whole", "windows" or "crops"), `crop` `[t, h, w]`,
+        `window` (its frames), `step_voxels`, `estimate_mb` (the crop's step),
+        `whole_video_estimate_mb`, `memory_budget_mb`, `max_step_voxels`,
+        `crop_given`, `tile` (the prediction's tiles: `_prediction_tile`) and
+        `predict_batch` (tiles predicted at once: as many as the budget holds
+        of their training steps, at most 8).
+
+    Raises:
+        BudgetTooSmall: not even a crop of `multiple` voxels a side fits the budget.
+        BadCrop: a given crop the network or the input cannot take.
+    """
+    channels, spatial = padded_shape[-1], tuple(int(s) for s in padded_shape[:-1])
+    given = crop is not None
+    estimate_mb = _estimator(model)
+    whole = estimate_mb(spatial + (channels,))
+    if crop is not None:
+        crop = check_crop(crop, spatial, size or spatial, multiple)
+    elif whole <= budget_mb and math.prod(spatial) <= max_voxels:
+        crop = spatial
+    else:
+        crop = largest_crop(spatial, multiple,
+                            lambda c: math.prod(c) <= max_voxels
+                            and estimate_mb(c + (channels,)) <= budget_mb)
+        if crop is None:
+            smallest = water_fill(spatial, multiple)
+            raise BudgetTooSmall(
+                f"the memory budget of {budget_mb:g} MB is too small: one training step on a "
+                f"crop of {' x '.join(map(str, smallest))} needs about "
+                f"{estimate_mb(smallest + (channels,)):.0f} MB (whole video: {whole:.0f} MB); "
+                "raise --memory-budget or give a smaller video")
+    estimate = estimate_mb(crop + (channels,))
+    tile = _prediction_tile(spatial, crop, multiple, budget_mb,
+                            lambda c: estimate_mb(tuple(c) + (channels,)))
+    tile_mb = estimate_mb(tile + (channels,))
+    return {"mode": mode_of(crop, spatial), "crop": list(crop), "window": crop[0],
+            "step_voxels": math.prod(crop), "estimate_mb": estimate,
+            "whole_video_estimate_mb": whole, "memory_budget_mb": budget_mb,
+            "max_step_voxels": max_voxels, "crop_given": given, "tile": list(tile),
+            "predict_batch": int(max(1, min(8, budget_mb // max(tile_mb, 1e-9))))}
+
+
+def _prediction_tile(spatial, crop, multiple, budget_mb, estimate_mb):
+    """The largest water-filled tile, at least `crop`, whose *training* step fits the budget.
+
+    Prediction keeps no activations for a backward pass, so a tile whose
+    training step fits the budget predicts well within it; larger tiles
+    overlap less of the video twice. The estimate is nearly affine in the
+    voxels: it is interpolated between the crop's and the whole video's,
+    and the chosen tile checked (a smaller one taken while it does not fit).
+    """
+    if crop == spatial:
+        return crop
+    low_v, low = math.prod(crop), estimate_mb(crop)
+    high_v, high = math.prod(spatial), estimate_mb(spatial)
+    slope = (high - low) / max(high_v - low_v, 1)
+    sides = sorted({tuple(max(a, b) for a, b in zip(water_fill(spatial, s), crop))
+                    for s in range(multiple, max(spatial) + multiple, multiple)}, key=math.prod)
+    sides = [c for c in sides if low + slope * (math.prod(c) - low_v) <= budget_mb] or [crop]
+    while len(sides) > 1 and estimate_mb(sides[-1]) > budget_mb:
+        sides.pop()
+    return sides[-1] if estimate_mb(sides[-1]) <= budget_mb else crop
+
+
+def largest_frames(model, height, width, channels, budget_mb, multiple, limit=4096):
+    """The most frames (a multiple of `multiple`, at most `limit`) whose estimated step fits.
+
+    The estimate is affine in the number of frames (weights plus per-frame
+    activations), so two estimates place the answer; it is then checked, and
+    moved by `multiple` frames until it fits and the next size does not.
+    Returns 0 when not even `multiple` frames fit.
+    """
+    estimate = _estimator(model)
+
+    def estimate_mb(frames):
+        return estimate((frames, height, width, channels))
+
+    limit = limit // multiple * multiple
+    small, large = multiple, 2 * multiple
+    slope = (estimate_mb(large) - estimate_mb(small)) / multiple
+    guess = small + (budget_mb - estimate_mb(small)) / max(slope, 1e-12)
+    frames = int(min(max(guess // multiple * multiple, multiple), limit))
+    while frames > multiple and estimate_mb(frames) > budget_mb:
+        frames -= multiple
+    while frames + multiple <= limit and estimate_mb(frames + multiple) <= budget_mb:
+        frames += multiple
+    return frames if estimate_mb(frames) <= budget_mb else 0
+
+
+def crop_origins(targets, weights, crop, count, seed=0):
+    """`count` crop corners `(count, rank)` drawn around labelled pixels, the classes in turn.
+
+    Each draw picks a class uniformly among those the labels hold (weighted
+    pixels only), then one of its labelled pixels, then a corner that puts
+    the crop around that pixel (uniformly, moved inside the video at its
+    edges). So every crop holds a labelled pixel, and a rare class is drawn
+    as often as the background.
+
+    Args:
+        targets: `(T, H, W)` (any rank) class ids.
+        weights: the same shape: > 0 where labelled.
+        crop: the crop's size, one per axis.
+        count: how many corners.
+        seed: the seed of the draws.
+    """
+    shape = np.asarray(targets.shape)
+    crop = np.asarray(crop)
+    labelled = weights > 0
+    classes = {int(c): np.flatnonzero(labelled & (targets == c))
+               for c in np.unique(targets[labelled])}
+    if not classes:
+        raise ValueError("Invalid value for argument `weights`: no labelled pixel to crop around")
+    rng = np.random.default_rng(seed)
+    names = sorted(classes)
+    picked = rng.choice(len(names), size=count)
+    origins = np.empty((count, len(shape)), np.int64)
+    for i, which in enumerate(picked):
+        pixels = classes[names[which]]
+        centre = np.array(np.unravel_index(pixels[rng.integers(len(pixels))], shape))
+        corner = centre - rng.integers(0, crop)
+        origins[i] = np.clip(corner, 0, shape - crop)
+    return origins
