@@ -8,8 +8,9 @@ network at the largest configuration that fits the budget, all trained the same
 steps with the same recipe (`keras_hyperbolic.tasks.segmentation_pipeline`):
 
 - `HyperbolicSegmenter` (`video_cpu`) on the whole video;
-- the U-Net at the main job's width (20 filters) on the longest temporal
-  windows that fit (each holding a labelled frame; predicted in blended windows);
+- the U-Net at the main job's width (20 filters) on what `segment`'s plan fits
+  in the budget (temporal windows or space-time crops holding labelled pixels;
+  predicted in blended tiles);
 - the U-Net narrowed until its whole-video step fits (the widest that does);
 - with `--reference`, the U-Net at 20 filters on the whole video, over the budget.
 
@@ -80,18 +81,17 @@ def run_config(config, frames, seed, steps, budget_mb):
         result = pipeline.train(model, prepared, steps, settings.learning_rate_of(
             config["network"]), run_dir, seed=seed, verbose=0)
     iou = segmentation_iou(data["masks"], pipeline.predict(model, prepared))
-    window = prepared.plan["window"]
+    crop = tuple(prepared.plan["crop"])  # what one training step sees: (T, H, W)
+    cut = (slice(None),) + tuple(slice(0, n) for n in crop)
     copy = type(model).from_config(model.get_config())
-    shape = (window,) + prepared.video.shape[1:]
-    copy.build((None,) + shape)
+    copy.build((None,) + crop + prepared.video.shape[-1:])
     copy.set_weights(model.get_weights())
     copy.compile(optimizer="adam",
                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    memory = training_step_memory(copy, prepared.video[None, :window],
-                                  prepared.targets[None, :window],
-                                  prepared.weights[None, :window])
+    memory = training_step_memory(copy, prepared.video[None][cut], prepared.targets[None][cut],
+                                  prepared.weights[None][cut])
     return {**config, "seed": seed, "frames": frames, "mean_iou": iou["mean_iou"],
-            "window": window, "mode": prepared.plan["mode"],
+            "crop": list(crop), "window": crop[0], "mode": prepared.plan["mode"],
             "estimate_mb": prepared.plan["estimate_mb"], "step_extra_mb": memory["step_extra_mb"],
             "memory_source": memory["source"], "parameters": int(model.count_params()),
             "seconds_per_step": result["seconds_per_step"]}
@@ -104,7 +104,7 @@ def configurations(frames, budget_mb, reference=False):
     shape = (frames, 48, 48, 3)
     narrow = widest_unet_within(budget_mb, shape, FULL.unet_filters)
     configs = [{"label": "segmenter, whole video", "network": "hyperbolic"},
-               {"label": f"U-Net {FULL.unet_filters} filters, windows", "network": "unet",
+               {"label": f"U-Net {FULL.unet_filters} filters, planned", "network": "unet",
                 "filters": FULL.unet_filters}]
     if narrow:
         configs.append({"label": f"U-Net {narrow} filters, whole video", "network": "unet",
@@ -149,7 +149,7 @@ def main():
             results.append(json.loads(out.strip().splitlines()[-1]))
             r = results[-1]
             print(f"seed {seed}  {r['label']:<38} mean IoU {r['mean_iou']:5.1f}  trained on "
-                  f"{r['window']} frames, estimate {r['estimate_mb']:6.1f} MB, measured step "
+                  f"{r['mode']} {'x'.join(map(str, r['crop']))}, estimate {r['estimate_mb']:6.1f} MB, measured step "
                   f"{r['step_extra_mb']:6.1f} MB ({r['memory_source']}), "
                   f"{r['parameters']:,} parameters", flush=True)
     with open(args.json, "w") as handle:
