@@ -67,7 +67,6 @@ def run_config(config, frames, seed, steps, budget_mb):
     import keras
 
     from keras_hyperbolic.data import segmentation_iou
-    from keras_hyperbolic.profiling import training_step_memory
     from keras_hyperbolic.tasks import segmentation_pipeline as pipeline
     from keras_hyperbolic.tasks.segmentation_settings import FULL
 
@@ -82,14 +81,9 @@ def run_config(config, frames, seed, steps, budget_mb):
             config["network"]), run_dir, seed=seed, verbose=0)
     iou = segmentation_iou(data["masks"], pipeline.predict(model, prepared))
     crop = tuple(prepared.plan["crop"])  # what one training step sees: (T, H, W)
-    cut = (slice(None),) + tuple(slice(0, n) for n in crop)
-    copy = type(model).from_config(model.get_config())
-    copy.build((None,) + crop + prepared.video.shape[-1:])
-    copy.set_weights(model.get_weights())
-    copy.compile(optimizer="adam",
-                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    memory = training_step_memory(copy, prepared.video[None][cut], prepared.targets[None][cut],
-                                  prepared.weights[None][cut])
+    cut = tuple(slice(0, n) for n in crop)
+    memory = pipeline.copy_step_memory(model, prepared.video[cut], prepared.targets[cut],
+                                       prepared.weights[cut])
     return {**config, "seed": seed, "frames": frames, "mean_iou": iou["mean_iou"],
             "crop": list(crop), "window": crop[0], "mode": prepared.plan["mode"],
             "estimate_mb": prepared.plan["estimate_mb"], "step_extra_mb": memory["step_extra_mb"],

@@ -116,7 +116,6 @@ def run_one(case, seed, network, factor, steps, threads):
     import keras
     import tensorflow as tf
 
-    from keras_hyperbolic.profiling import training_step_memory
     from keras_hyperbolic.tasks import segmentation_pipeline as pipeline
     from keras_hyperbolic.tasks.segmentation_settings import FULL
 
@@ -134,13 +133,8 @@ def run_one(case, seed, network, factor, steps, threads):
     labels = pipeline.predict(model, prepared)
     per_class = pipeline.class_iou(data["truth"], labels, data["num_classes"])
     unlabelled = [t for t in range(len(labels)) if t not in data["labelled"]]
-    copy = type(model).from_config(model.get_config())  # memory on a copy: two more steps
-    copy.build((None,) + prepared.video.shape)
-    copy.set_weights(model.get_weights())
-    copy.compile(optimizer="adam",
-                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    memory = training_step_memory(copy, prepared.video[None], prepared.targets[None],
-                                  prepared.weights[None])
+    memory = pipeline.copy_step_memory(model, prepared.video, prepared.targets,
+                                       prepared.weights)
     return {
         "case": case, "seed": seed, "network": network, "rate_factor": factor,
         "learning_rate": rate, "steps": steps, "shape": list(data["video"].shape),

@@ -449,6 +449,24 @@ def write_label_outputs(directory, video, labels, num_classes, fps):
             "animations": [os.path.basename(a) for a in animations]}
 
 
+def copy_step_memory(model, video, targets, weights, **config):
+    """`profiling.training_step_memory` of one step on `(video, targets, weights)`, on a copy of `model`.
+
+    A copy (the same weights; `config` overrides the model's config, e.g.
+    `memory_efficient=False`): where the allocator keeps statistics the
+    measurement runs two training steps, which must not change the model that
+    is scored and saved. The arrays are one example each, `(T, H, W[, C])`.
+    """
+    from keras_hyperbolic.profiling import training_step_memory
+
+    copy = type(model).from_config({**model.get_config(), **config})
+    copy.build((None,) + tuple(video.shape))
+    copy.set_weights(model.get_weights())
+    copy.compile(optimizer=keras.optimizers.Adam(1e-4),
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return training_step_memory(copy, video[None], targets[None], weights[None])
+
+
 def write_metrics(directory, metrics):
     """`directory/metrics.json` (indented); returns its path."""
     path = os.path.join(directory, "metrics.json")

@@ -23,7 +23,6 @@ import keras
 
 from keras_hyperbolic import runtime
 from keras_hyperbolic.data import make_digit_video, segmentation_iou
-from keras_hyperbolic.profiling import training_step_memory
 from keras_hyperbolic.tasks import segmentation_pipeline as pipeline
 from keras_hyperbolic.tasks.pictures import write_slices_png
 from keras_hyperbolic.tasks.segmentation_settings import FULL, NETWORKS, QUICK
@@ -39,18 +38,9 @@ def make_video(settings=FULL, seed=0):
 
 
 def step_memory(model, data, **config):
-    """`training_step_memory` on the video (`data`: `make_video`'s dict) of a copy of `model`.
-
-    A copy (same weights, `config` overriding the model's): where the allocator
-    keeps statistics the measurement runs two training steps, which must not
-    change the model that is scored and saved.
-    """
-    copy = type(model).from_config({**model.get_config(), **config})
-    copy.build((None,) + data["video"].shape)
-    copy.set_weights(model.get_weights())
-    copy.compile(optimizer=keras.optimizers.Adam(1e-4),
-                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return training_step_memory(copy, *(data[k][None] for k in ("video", "masks", "weights")))
+    """`pipeline.copy_step_memory` on the video (`data`: `make_video`'s dict)."""
+    return pipeline.copy_step_memory(model, data["video"], data["masks"], data["weights"],
+                                     **config)
 
 
 def train_network(name, model, data, settings, run_dir, verbose=1, time_budget=None,
