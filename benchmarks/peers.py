@@ -22,11 +22,16 @@ saving (memcnn's `InvertibleModuleWrapper`, revlib's
   and cancel, so the growth is the activation memory at the smaller input.
   TensorFlow: `keras_hyperbolic.profiling.live_tensor_peak` (the sizes the ops
   requested, from TensorFlow's profiler trace; its oneDNN allocator leaves
-  requests under 256 KiB out of the trace). torch: the allocation and free
-  events of `torch.profiler` with `profile_memory=True` (torch's CPU
-  allocator keeps no peak statistics), counted the same way, requests under
-  256 KiB left out too so that both count the same tensors (the count with
-  them is kept in the JSON). Neither is the process's RSS.
+  requests under 256 KiB out of the trace), the median over
+  `--memory-samples` separately traced graphs (the op order, and with it the
+  peak, can differ from one graph to the next). torch: the allocation and
+  free events of `torch.profiler` with `profile_memory=True` (torch's CPU
+  allocator keeps no peak statistics; the order is the same every call),
+  counted the same way, requests under 256 KiB left out too so that both
+  count the same tensors (the count with them is kept in the JSON). Both
+  steps make their own copy of the input inside what is measured (memcnn
+  frees its input's storage and rebuilds it; the profiler cannot see the
+  free of a block allocated before it started). Neither is the process's RSS.
 
 The peers are not dependencies of the package: `pip install -e ".[peers]"`
 (torch, memcnn, iunets, revlib; the CPU build of torch is enough). A peer that
@@ -76,10 +81,11 @@ def rows(quick):
 
 
 def label(peer, spec):
-    name = {"additive": "additive", "affine": "affine", "revlib": "additive",
-            "iunet": f"iUNet {spec.get('levels')} levels x {spec['depth']} blocks"}[spec["kind"]]
-    depth = "" if spec["kind"] == "iunet" else f", depth {spec['depth']}"
-    return f"{peer}: {name} {spec['rank']}D{depth}"
+    if spec["kind"] == "iunet":
+        return (f"{peer}: iUNet {spec['rank']}D, {spec['levels']} levels, "
+                f"{spec['depth']} blocks per level and side")
+    name = "affine" if spec["kind"] == "affine" else "additive"
+    return f"{peer}: {name} {spec['rank']}D, depth {spec['depth']}"
 
 
 def doubled(shape):
@@ -307,14 +313,18 @@ def _ratio(ours, peer):
 
 
 def table(measured):
-    lines = ["| configuration | input | ours, memory-efficient | peer, memory saving | ours / peer "
-             "| ours, plain | peer, plain | ours / peer | ours mem-eff / ours plain (time) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| configuration | input | parameters | ours, memory-efficient | peer, memory saving "
+             "| ours / peer | ours, plain | peer, plain | ours / peer "
+             "| ours mem-eff / ours plain (time) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for peer, spec, r in measured:
         ours_me, peer_me = r[("ours", True)], r[("peer", True)]
         ours_p, peer_p = r[("ours", False)], r[("peer", False)]
+        ours_n, peer_n = ours_me["parameters"], peer_me["parameters"]
+        parameters = f"{ours_n:,}" if ours_n == peer_n else f"{ours_n:,} (peer {peer_n:,})"
         lines.append(
-            f"| {label(peer, spec)} | {'x'.join(map(str, spec['shape']))} | {_cell(ours_me)} "
+            f"| {label(peer, spec)} | {'x'.join(map(str, spec['shape']))} | {parameters} "
+            f"| {_cell(ours_me)} "
             f"| {_cell(peer_me)} | {_ratio(ours_me, peer_me)} | {_cell(ours_p)} | {_cell(peer_p)} "
             f"| {_ratio(ours_p, peer_p)} | {ours_me['seconds'] / ours_p['seconds']:.2f} |")
     return lines
