@@ -37,8 +37,11 @@ The peers are not dependencies of the package: `pip install -e ".[peers]"`
 (torch, memcnn, iunets, revlib; the CPU build of torch is enough). A peer that
 is not installed is skipped with one line.
 
-Run:  python benchmarks/peers.py            (the table; about half an hour on 2 cores)
-      python benchmarks/peers.py --quick    (small depths, a smoke test)
+Run on otherwise idle cores: with the cores shared, torch's OpenMP threads
+slowed down up to 10x here (measured), TensorFlow's far less.
+
+Run:  python benchmarks/peers.py            (the table; roughly an hour on 2 cores)
+      python benchmarks/peers.py --quick    (small depths, a smoke test, about 15 minutes)
 """
 
 import argparse
