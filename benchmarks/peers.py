@@ -22,18 +22,28 @@ saving (memcnn's `InvertibleModuleWrapper`, revlib's
   and cancel, so the growth is the activation memory at the smaller input.
   TensorFlow: `keras_hyperbolic.profiling.live_tensor_peak` (the sizes the ops
   requested, from TensorFlow's profiler trace; its oneDNN allocator leaves
-  requests under 256 KiB out of the trace). torch: the allocation and free
-  events of `torch.profiler` with `profile_memory=True` (torch's CPU
-  allocator keeps no peak statistics), counted the same way, requests under
-  256 KiB left out too so that both count the same tensors (the count with
-  them is kept in the JSON). Neither is the process's RSS.
+  requests under 256 KiB out of the trace), the median over
+  `--memory-samples` separately traced graphs, each traced once for both
+  sizes (the last spatial axis left unknown) so that both peaks come from one
+  op order: the order, and with it the peak, can differ from one graph to the
+  next (measured: 4 to 6 state-sized tensors for the same stack). torch: the allocation and
+  free events of `torch.profiler` with `profile_memory=True` (torch's CPU
+  allocator keeps no peak statistics; the order is the same every call),
+  counted the same way, requests under 256 KiB left out too so that both
+  count the same tensors (the count with them is kept in the JSON). Both
+  steps make their own copy of the input inside what is measured (memcnn
+  frees its input's storage and rebuilds it; the profiler cannot see the
+  free of a block allocated before it started). Neither is the process's RSS.
 
 The peers are not dependencies of the package: `pip install -e ".[peers]"`
 (torch, memcnn, iunets, revlib; the CPU build of torch is enough). A peer that
 is not installed is skipped with one line.
 
-Run:  python benchmarks/peers.py            (the table; about half an hour on 2 cores)
-      python benchmarks/peers.py --quick    (small depths, a smoke test)
+Run on otherwise idle cores: with the cores shared, torch's OpenMP threads
+slowed down up to 10x here (measured), TensorFlow's far less.
+
+Run:  python benchmarks/peers.py            (the table; roughly an hour on 2 cores)
+      python benchmarks/peers.py --quick    (small depths, a smoke test, about 15 minutes)
 """
 
 import argparse
@@ -76,10 +86,11 @@ def rows(quick):
 
 
 def label(peer, spec):
-    name = {"additive": "additive", "affine": "affine", "revlib": "additive",
-            "iunet": f"iUNet {spec.get('levels')} levels x {spec['depth']} blocks"}[spec["kind"]]
-    depth = "" if spec["kind"] == "iunet" else f", depth {spec['depth']}"
-    return f"{peer}: {name} {spec['rank']}D{depth}"
+    if spec["kind"] == "iunet":
+        return (f"{peer}: iUNet {spec['rank']}D, {spec['levels']} levels, "
+                f"{spec['depth']} blocks per level and side")
+    name = "affine" if spec["kind"] == "affine" else "additive"
+    return f"{peer}: {name} {spec['rank']}D, depth {spec['depth']}"
 
 
 def doubled(shape):
@@ -119,8 +130,13 @@ def ours_worker(job):
             loss = tf.reduce_mean(tf.square(network(x, training=True)))
         return loss, tape.gradient(loss, [x] + variables)
 
+    # One graph for both input sizes (the last spatial axis unknown), so that both peaks
+    # come from the same op order.
+    shape = list(spec["shape"])
+    signature = [tf.TensorSpec(shape[:-2] + [None, shape[-1]], tf.float32)]
+
     def new_gradients_step():
-        @tf.function
+        @tf.function(input_signature=signature)
         def gradients_step(x):
             # The step's own copy of the input, as torch's (memcnn frees and rebuilds its input).
             return loss_and_gradients(tf.raw_ops.DeepCopy(x=x))
@@ -135,21 +151,22 @@ def ours_worker(job):
 
     x = tf.constant(_input(spec["shape"]))
     timed = measure_step(lambda: training_step(x), repeats=job["repeats"], warmup=job["warmup"])
-    peaks = {}
-    for size, shape in (("small", spec["shape"]), ("large", doubled(spec["shape"]))):
-        x = tf.constant(_input(shape))
-        peaks[size] = []
-        # The op order, and with it the peak, can differ from one traced graph to the next
-        # (measured: 4.5 or 6 states for the same stack): the median of several graphs.
-        for _ in range(job["memory_samples"]):
-            gradients_step = new_gradients_step()
-            gradients_step(x)  # traced before the trace that counts
+    inputs = {"small": tf.constant(_input(spec["shape"])),
+              "large": tf.constant(_input(doubled(spec["shape"])))}
+    peaks = {"small": [], "large": []}
+    # The op order, and with it the peak, can differ from one traced graph to the next
+    # (measured: 4 to 6 states for the same stack): the median over several graphs.
+    for _ in range(job["memory_samples"]):
+        gradients_step = new_gradients_step()
+        for size, x in inputs.items():
+            gradients_step(x)  # warm-up at this size
             peaks[size].append(live_tensor_peak(lambda: gradients_step(x)))
-    small, large = (statistics.median(peaks[size]) for size in ("small", "large"))
+    growth = [large - small for small, large in zip(peaks["small"], peaks["large"])]
     return {"seconds": timed["step_seconds"], "all_seconds": timed["step_seconds_all"],
             "parameters": int(sum(v.numpy().size for v in variables)),
-            "peak_small": small, "peak_large": large, "activation_bytes": large - small,
-            "peak_samples": peaks}
+            "peak_small": statistics.median(peaks["small"]),
+            "peak_large": statistics.median(peaks["large"]),
+            "activation_bytes": statistics.median(growth), "peak_samples": peaks}
 
 
 def torch_live_peaks(step):
@@ -288,8 +305,11 @@ def measure_row(peer, spec, args):
                "memory_samples": args.memory_samples}
         result = run_job(job)
         results[(side, saving)] = result
+        samples = result.get("peak_samples")
+        spread = "" if not samples else " (graphs: " + ", ".join(
+            f"{(b - a) / 2**20:.1f}" for a, b in zip(samples["small"], samples["large"])) + ")"
         print(f"  {label(peer, spec)} | {side} {'saving' if saving else 'plain'}: "
-              f"{result['seconds']:.3f} s, {result['activation_bytes'] / 2**20:.1f} MB, "
+              f"{result['seconds']:.3f} s, {result['activation_bytes'] / 2**20:.1f} MB{spread}, "
               f"{result['parameters']:,} parameters", file=sys.stderr, flush=True)
     return results
 
@@ -307,14 +327,18 @@ def _ratio(ours, peer):
 
 
 def table(measured):
-    lines = ["| configuration | input | ours, memory-efficient | peer, memory saving | ours / peer "
-             "| ours, plain | peer, plain | ours / peer | ours mem-eff / ours plain (time) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| configuration | input | parameters | ours, memory-efficient | peer, memory saving "
+             "| ours / peer | ours, plain | peer, plain | ours / peer "
+             "| ours mem-eff / ours plain (time) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for peer, spec, r in measured:
         ours_me, peer_me = r[("ours", True)], r[("peer", True)]
         ours_p, peer_p = r[("ours", False)], r[("peer", False)]
+        ours_n, peer_n = ours_me["parameters"], peer_me["parameters"]
+        parameters = f"{ours_n:,}" if ours_n == peer_n else f"{ours_n:,} (peer {peer_n:,})"
         lines.append(
-            f"| {label(peer, spec)} | {'x'.join(map(str, spec['shape']))} | {_cell(ours_me)} "
+            f"| {label(peer, spec)} | {'x'.join(map(str, spec['shape']))} | {parameters} "
+            f"| {_cell(ours_me)} "
             f"| {_cell(peer_me)} | {_ratio(ours_me, peer_me)} | {_cell(ours_p)} | {_cell(peer_p)} "
             f"| {_ratio(ours_p, peer_p)} | {ours_me['seconds'] / ours_p['seconds']:.2f} |")
     return lines
@@ -329,7 +353,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None, help="timed steps (default 5; quick 2)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--memory-samples", type=int, default=3,
-                        help="TensorFlow graphs traced per input size for the memory (median)")
+                        help="TensorFlow graphs traced for the memory (median of their growths)")
     parser.add_argument("--json", default="benchmark_peers.json", help="where to write the results")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
