@@ -1,4 +1,6 @@
-"""`RoutedOptimizer`: one optimizer for most weights, others for the weights named in its routes.
+"""The package's optimizers: `RoutedOptimizer` and `StepRecordingSGD`.
+
+`RoutedOptimizer`: one optimizer for most weights, others for the weights named in its routes.
 
 A model that wants a different update rule for some of its weights (the
 hyperbolic VAE trains its projection `P` by plain SGD with its own step size,
@@ -7,6 +9,9 @@ as the paper does, while the network gets Adam) keeps Keras's own
 loss for replicas, all-reduces gradients (each inner optimizer does, as usual)
 and handles loss-scale overflow (`LossScaleOptimizer` wraps this one and skips
 the whole step when any gradient overflowed).
+
+`StepRecordingSGD`: plain SGD that keeps each variable's last update, so that
+a model can measure its loss's curvature along it (the VAE cuts P's step there).
 """
 
 import keras
@@ -125,3 +130,64 @@ class RoutedOptimizer(keras.optimizers.Optimizer):
             for suffix, inner in config.pop("routes").items()
         }
         return cls(optimizer, routes, **config)
+
+
+@keras.saving.register_keras_serializable(package="keras_hyperbolic")
+class StepRecordingSGD(keras.optimizers.SGD):
+    """Plain SGD (no momentum) that keeps the last update of each variable.
+
+    `last_step(variable)` is the step the previous `apply` added to `variable`
+    (zeros before the first). `HyperbolicVAE` routes its projection `P` here:
+    the model measures the curvature of its loss along P's last step and
+    scales P's gradient so that the next step stays below the stability limit.
+
+    Args:
+        learning_rate: the step size.
+        **kwargs: `keras.optimizers.SGD` arguments other than `momentum` and
+            `nesterov`.
+
+    Example:
+
+    >>> sgd = StepRecordingSGD(5e-3)
+    >>> sgd.apply([grad], [variable])
+    >>> sgd.last_step(variable)   # -5e-3 * grad
+    """
+
+    def __init__(self, learning_rate=0.01, name="step_recording_sgd", **kwargs):
+        for key in ("momentum", "nesterov"):
+            if kwargs.pop(key, 0):
+                raise invalid(key, True, "no momentum: StepRecordingSGD is plain SGD")
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._last_steps = []
+        for variable in variables:
+            # autocast=False: read in full precision inside a mixed-precision `call`.
+            step = keras.Variable(
+                initializer="zeros", shape=variable.shape, dtype=variable.dtype,
+                trainable=False, autocast=False,
+                name=f"{variable.path.replace('/', '_')}_last_step",
+            )
+            self._track_variable(step)
+            self._last_steps.append(step)
+
+    def update_step(self, gradient, variable, learning_rate):
+        step = keras.ops.multiply(
+            keras.ops.cast(gradient, variable.dtype),
+            -keras.ops.cast(learning_rate, variable.dtype),
+        )
+        self.assign(self._last_steps[self._get_variable_index(variable)], step)
+        self.assign_add(variable, step)
+
+    def last_step(self, variable):
+        """The last update of `variable` (a variable of this optimizer)."""
+        return self._last_steps[self._get_variable_index(variable)]
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("momentum", None)
+        config.pop("nesterov", None)
+        return config

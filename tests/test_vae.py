@@ -221,6 +221,97 @@ def test_short_hyperbolic_fit_is_finite_and_its_loss_falls():
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
 
 
+# === The default block and P's step (issue 21) ===
+
+
+def test_default_vae_is_hyperbolic_and_trains_with_adam():
+    """`HyperbolicVAE(shape)` + `compile("adam")` + `fit`: leapfrog blocks, a finite loss that
+    falls, P's step cut on the way. With P's step not cut (plain SGD at the default 5e-3,
+    the routing of the earlier code) the same run diverges: the cut is what makes it train."""
+    from keras_hyperbolic.data import load_digits
+    from keras_hyperbolic.layers import HyperbolicBlock
+    from keras_hyperbolic.optimizers import RoutedOptimizer
+
+    (x, _), _ = load_digits(size=16)
+    x = x[:256]
+    keras.utils.set_random_seed(0)
+    model = HyperbolicVAE((16, 16, 1))
+    assert model.block == "hyperbolic" and HyperbolicVAE((16, 16, 1)).get_config()["block"] == "hyperbolic"
+    assert sum(isinstance(b, HyperbolicBlock) for b in model.encoder_network.blocks) == 6
+    model.compile(optimizer="adam")
+    history = model.fit(x, epochs=3, batch_size=32, verbose=0).history
+    losses = history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert min(history["projection_step_scale"]) < 1.0  # the cut acted
+
+    keras.utils.set_random_seed(0)
+    plain = HyperbolicVAE((16, 16, 1))
+    route = {plain._projection_route(): keras.optimizers.SGD(plain.projection_learning_rate)}
+    plain.compile(optimizer=RoutedOptimizer("adam", route))
+    loss = plain.fit(x, epochs=1, batch_size=32, verbose=0).history["loss"][0]
+    assert not np.isfinite(loss) or loss > 10 * losses[0], loss
+
+
+def test_projection_step_is_cut_at_the_curvature_along_the_last_step():
+    """The factor on P's gradient is min(1, STEP_LIMIT / (lr * c)), c the curvature of the
+    reconstruction along P's last step on this batch; only P's gradient is scaled."""
+    import tensorflow as tf
+
+    from keras_hyperbolic.models.hyperbolic_vae import STEP_LIMIT
+
+    model = _tiny(gaussianity="none", projection_learning_rate=2.0)
+    _perturb_network(model)
+    x = np.random.default_rng(6).standard_normal((4, 8, 8, 1)).astype("float32")
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    model.optimizer.build(model.trainable_variables)
+    sgd = model._projection_optimizer()
+    step = 1e-2 * np.random.default_rng(7).standard_normal(model.projection.shape).astype("float32")
+    sgd.last_step(model.projection).assign(step)
+
+    def loss_and_grads():
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x=x, y_pred=model(x, training=True))
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    p = model.projection.numpy()
+    now = model.predict(x, verbose=0)
+    model.projection.assign(p - step)
+    before = model.predict(x, verbose=0)
+    model.projection.assign(p)
+    curvature = 2 * ((now - before) ** 2).reshape(4, -1).sum(axis=1).mean() / (step**2).sum()
+    expected = min(1.0, STEP_LIMIT / (2.0 * curvature))
+    assert expected < 0.5  # the case is not trivial: the step is cut
+
+    model.step_scale_tracker.reset_state()
+    loss, cut = loss_and_grads()
+    np.testing.assert_allclose(float(model.step_scale_tracker.result()), expected, rtol=1e-3)
+    optimizer, model.optimizer = model.optimizer, None  # no routed SGD: nothing is cut
+    plain_loss, plain = loss_and_grads()
+    model.optimizer = optimizer
+    assert float(loss) == pytest.approx(float(plain_loss), rel=1e-6)
+    for variable, a, b in zip(model.trainable_variables, cut, plain):
+        factor = expected if variable is model.projection else 1.0
+        np.testing.assert_allclose(a.numpy(), factor * b.numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_step_recording_sgd_records_its_step_and_round_trips():
+    from keras_hyperbolic.optimizers import StepRecordingSGD
+
+    variable = keras.Variable(np.ones((3, 2), "float32"))
+    sgd = StepRecordingSGD(0.1)
+    sgd.build([variable])
+    np.testing.assert_array_equal(sgd.last_step(variable).numpy(), np.zeros((3, 2)))
+    grad = np.arange(6, dtype="float32").reshape(3, 2)
+    sgd.apply([grad], [variable])
+    np.testing.assert_allclose(sgd.last_step(variable).numpy(), -0.1 * grad, rtol=1e-6)
+    np.testing.assert_allclose(variable.numpy(), 1 - 0.1 * grad, rtol=1e-6)
+    clone = StepRecordingSGD.from_config(sgd.get_config())
+    assert clone.get_config() == sgd.get_config()
+    with pytest.raises(ValueError, match="momentum"):
+        StepRecordingSGD(0.1, momentum=0.9)
+
+
 # === The projection layer and its optimizer routing ===
 
 
@@ -244,8 +335,9 @@ def test_prune_by_entries_removes_columns_whose_entries_are_all_small():
 def test_projection_learning_rate_is_plain_sgd_on_p_and_the_optimizer_round_trips(tmp_path):
     import tensorflow as tf
 
-    from keras_hyperbolic.optimizers import RoutedOptimizer
+    from keras_hyperbolic.optimizers import RoutedOptimizer, StepRecordingSGD
 
+    # The first step has no previous step to measure along: plain SGD, nothing cut.
     model = _tiny(alpha=0.3, gaussianity="none", latent_dim=40, projection_learning_rate=0.05)
     _perturb_network(model)
     x = np.random.default_rng(5).standard_normal((8, 8, 8, 1)).astype("float32")
@@ -256,6 +348,7 @@ def test_projection_learning_rate_is_plain_sgd_on_p_and_the_optimizer_round_trip
     weights0 = [w.numpy() for w in model.encoder_network.trainable_weights]
     model.compile(optimizer=keras.optimizers.SGD(0.0))  # the network does not move
     assert isinstance(model.optimizer, RoutedOptimizer)
+    assert isinstance(model.optimizer.routes[model._projection_route()], StepRecordingSGD)
     model.fit(x, epochs=1, batch_size=8, shuffle=False, verbose=0)
     np.testing.assert_allclose(model.projection.numpy(), p0 - 0.05 * grad_p, atol=1e-6)
     assert np.abs(grad_p).max() > 1e-3
