@@ -15,7 +15,8 @@ and its pruning, and the model, whose loss is `compute_loss` (Keras's own
 exact); the 1-2 group norm over its columns drives whole columns to zero, and
 `prune` removes them, so `P` becomes rectangular and the latent space small.
 `P` is trained by plain SGD whose step is cut, batch by batch, at the curvature
-measured along its previous step (`HyperbolicVAE._projection_step_scale`).
+measured along its previous step (`CurvatureCappedSGD`,
+`HyperbolicVAE._measure_projection_curvature`).
 `eps` is a Gaussianity penalty: the energy distance of Szekely and Rizzo (the
 paper's choice) or a moment-matched KL.
 """
@@ -29,7 +30,7 @@ from keras_hyperbolic.layers.residual import check_normalization
 from keras_hyperbolic.models.generative import GenerativeModel
 from keras_hyperbolic.models.preset_mixin import PresetMixin
 from keras_hyperbolic.ops import statistics
-from keras_hyperbolic.optimizers import RoutedOptimizer, StepRecordingSGD
+from keras_hyperbolic.optimizers import RoutedOptimizer, CurvatureCappedSGD
 from keras_hyperbolic.validation import (
     check_choice,
     check_positive_float,
@@ -40,27 +41,10 @@ from keras_hyperbolic.validation import (
 GAUSSIANITY = ("energy", "kl", "none")
 RECONSTRUCTIONS = ("sum", "mean")
 BLOCKS = ("hyperbolic", "additive")
-# P's SGD step times the measured curvature along its last step is kept below
-# this (plain gradient descent is stable below 2; 1 is the minimiser along it).
-STEP_LIMIT = 1.0
-
-
-def _gradient_scaled(value, scale):
-    """`value` unchanged, its gradient multiplied by `scale["scale"]`.
-
-    The factor is set later in the same step (it needs the decoded images); the
-    gradient function reads it when the gradient is formed (1 if never set).
-    """
-
-    @tf.custom_gradient
-    def identity(v):
-        def grad(upstream):
-            return upstream * tf.cast(scale.get("scale", 1.0), upstream.dtype)
-
-        return tf.identity(v), grad
-
-    # A tensor, not the variable: the variable's own read carries the gradient.
-    return identity(tf.convert_to_tensor(value))
+# P's curvature estimate keeps the larger of this step's measurement and the
+# last estimate times this: a cut found at an unstable step is relaxed slowly
+# (by 1 % a step) instead of being lifted at the next step.
+CURVATURE_MEMORY = 0.99
 
 
 def _check_non_negative(value, name):
@@ -180,7 +164,7 @@ class HyperbolicVAE(PresetMixin, GenerativeModel):
     model (under `tf.distribute` the Gaussianity penalty is a statistic of each
     replica's share of the batch). With `projection_learning_rate` set,
     `compile` wraps the given optimizer in a `RoutedOptimizer` that updates `P`
-    by plain SGD (`StepRecordingSGD`) with that step size, cut wherever it
+    by plain SGD (`CurvatureCappedSGD`) with that step size, cut wherever it
     would be unstable, and everything else with the optimizer.
 
     After training, `prune(threshold)` drops columns of `P` (by column norm,
@@ -234,11 +218,11 @@ class HyperbolicVAE(PresetMixin, GenerativeModel):
             `2 / lambda_max` was 2.4e-4 at initialisation, 3.3e-5 after 10
             epochs).
             So every training step measures, on its batch, the curvature `c`
-            along `P`'s previous step (one more decode, without gradient) and
-            cuts the step to at most `STEP_LIMIT / c` per unit of gradient
-            (`STEP_LIMIT` = 1, half the limit `2 / c`); the metric
-            `projection_step_scale` is the mean factor applied. Under
-            `tf.distribute` each replica measures on its share of the batch.
+            along `P`'s previous step (one more decode, without gradient), and
+            `P`'s `CurvatureCappedSGD` cuts the step to at most `1.5 / c` (plain
+            SGD's limit is `2 / c`), the estimate relaxing by 1 % a step; the
+            metric `projection_step_scale` is the mean factor applied. Under
+            `tf.distribute` the first replica's share of the batch measures it.
             `None`: `P` is trained by the compiled optimizer like every other
             weight.
         memory_efficient: train `F` with activations rebuilt by inversion.
@@ -396,40 +380,24 @@ class HyperbolicVAE(PresetMixin, GenerativeModel):
 
     def call(self, inputs, training=None):
         features = self.features(inputs, training=training)
+        z = self.projection_layer.encode(features)
+        if training and self.gaussianity != "none":
+            # Skipped while beta == 0: codes that collapse to a point make the
+            # distances' gradients blow up, and 0 * inf would still be NaN.
+            penalty = tf.cond(
+                self._beta > 0,
+                lambda: tf.cast(self.gaussianity_penalty(z), "float32"),
+                lambda: tf.constant(0.0),
+            )
+            self.add_loss(self._beta * penalty)
+            self.gaussianity_tracker.update_state(penalty)
+        rebuilt = self.decode(z, training=training)
         optimizer = self._projection_optimizer() if training else None
-        kernel, step_scale = self.projection, {}
         if optimizer is not None:
-            kernel = _gradient_scaled(kernel, step_scale)
-        z = self.projection_layer.encode(features, kernel)
-        if training:
-            self._add_penalties(z, kernel)
-        y = tf.reshape(self.projection_layer.decode(z, kernel), (-1,) + self.feature_shape)
-        rebuilt = self.encoder_network.inverse(y, training=training)
-        if optimizer is not None:
-            step_scale["scale"] = self._projection_step_scale(optimizer, features, rebuilt)
+            self._measure_projection_curvature(optimizer, features, rebuilt)
         elif training:
             self.step_scale_tracker.update_state(1.0)  # nothing is cut
         return rebuilt
-
-    def _add_penalties(self, z, kernel):
-        """alpha * ||P||_{1,2} and beta * Gaussianity(z), as losses of a training call."""
-        self.add_loss(self._group_norm_term(kernel))
-        if self.gaussianity == "none":
-            return
-        # Skipped while beta == 0: codes that collapse to a point make the
-        # distances' gradients blow up, and 0 * inf would still be NaN.
-        penalty = tf.cond(
-            self._beta > 0,
-            lambda: tf.cast(self.gaussianity_penalty(z), "float32"),
-            lambda: tf.constant(0.0),
-        )
-        self.add_loss(self._beta * penalty)
-        self.gaussianity_tracker.update_state(penalty)
-
-    def _group_norm_term(self, kernel=None):
-        group = tf.cast(self.projection_layer.group_norm(kernel), "float32")
-        self.group_norm_tracker.update_state(group)
-        return self._alpha * group
 
     def gaussianity_penalty(self, z):
         """The Gaussianity term `eps(z)` of eq. 4.2 for codes `z` (batch, latent_dim)."""
@@ -457,56 +425,55 @@ class HyperbolicVAE(PresetMixin, GenerativeModel):
         return per_image(squared, axis=1)
 
     def objective(self, x, y_pred, training):
-        # The reconstruction; a training `call` adds the penalties itself (they
-        # see the projection whose gradient it scales), otherwise the group norm is here.
+        # Reconstruction and group norm; the Gaussianity term comes from `call`.
         reconstruction = tf.reduce_mean(self._reconstruction_error(y_pred, x))
+        group = tf.cast(self.group_norm(), reconstruction.dtype)
         self.reconstruction_tracker.update_state(reconstruction)
-        if training:
-            return reconstruction
-        return reconstruction + tf.cast(self._group_norm_term(), reconstruction.dtype)
+        self.group_norm_tracker.update_state(group)
+        return reconstruction + tf.cast(self._alpha, reconstruction.dtype) * group
 
     def _projection_optimizer(self):
-        """P's `StepRecordingSGD` in the compiled optimizer, once built; else None."""
+        """P's `CurvatureCappedSGD` in the compiled optimizer, once built; else None."""
         optimizer = getattr(self, "optimizer", None)
         optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under loss scaling
         if not isinstance(optimizer, RoutedOptimizer):
             return None
         inner = optimizer.routes.get(self._projection_route())
-        return inner if isinstance(inner, StepRecordingSGD) and inner.built else None
+        return inner if isinstance(inner, CurvatureCappedSGD) and inner.built else None
 
-    def _projection_step_scale(self, optimizer, features, rebuilt):
-        """Factor (<= 1) on P's gradient that keeps its SGD step below the stability limit.
+    def _measure_projection_curvature(self, optimizer, features, rebuilt):
+        """Writes P's curvature estimate into its `CurvatureCappedSGD`, which cuts the step.
 
         The curvature `c` of the reconstruction term along P's last step `d` is
         measured on this batch (Gauss-Newton: the images decoded with `P - d`
-        against those decoded with `P`); a step `lr * g` is then cut to at most
-        `STEP_LIMIT / c` per unit of `g`, below the limit `2 / c` of plain
-        gradient descent along `d`. An unstable mode of P grows along the
-        steps, so `d` turns towards it and the cut follows it.
+        against those decoded with `P`, one more decode without gradient). An
+        unstable mode of P grows along the steps, so `d` turns towards it and
+        `c` finds it; the estimate keeps the larger of `c` and the last one
+        times `CURVATURE_MEMORY`. Under `tf.distribute` the first replica's
+        share of the batch measures it.
         """
         step = tf.stop_gradient(tf.convert_to_tensor(optimizer.last_step(self.projection)))
         previous = tf.stop_gradient(self.projection) - step
-        features = tf.stop_gradient(features)
-        y = self.projection_layer.decode(self.projection_layer.encode(features, previous), previous)
+        y = self.projection_layer.decode(
+            self.projection_layer.encode(tf.stop_gradient(features), previous), previous
+        )
         # The training map, as in `call` (batch norm, if chosen, updates its statistics again).
         earlier = self.encoder_network.inverse(
             tf.reshape(y, (-1,) + self.feature_shape), training=True
         )
         change = tf.reduce_mean(self._reconstruction_error(tf.stop_gradient(rebuilt), earlier))
-        change = tf.cast(change, "float32")
         step_norm = tf.reduce_sum(tf.square(tf.cast(step, "float32")))
-        curvature = tf.math.divide_no_nan(2.0 * change, step_norm)
+        measured = tf.math.divide_no_nan(2.0 * tf.cast(change, "float32"), step_norm)
+        estimate = optimizer.curvature(self.projection)
+        estimate.assign(tf.maximum(measured, CURVATURE_MEMORY * tf.convert_to_tensor(estimate)))
         lr = tf.cast(optimizer.learning_rate, "float32")
-        limit = tf.math.divide_no_nan(STEP_LIMIT, lr * curvature)
-        scale = tf.stop_gradient(tf.where(curvature > 0, tf.minimum(1.0, limit), 1.0))
-        self.step_scale_tracker.update_state(scale)
-        return scale
+        self.step_scale_tracker.update_state(optimizer.capped_learning_rate(self.projection) / lr)
 
     def compile(self, optimizer="rmsprop", **kwargs):
         """`keras.Model.compile`; with `projection_learning_rate` set, `P` gets its own SGD.
 
         The optimizer is wrapped in a `RoutedOptimizer` that sends `P` to
-        `StepRecordingSGD(projection_learning_rate)` (unless it already is a
+        `CurvatureCappedSGD(projection_learning_rate)` (unless it already is a
         `RoutedOptimizer`, e.g. when a saved model is compiled again; one
         saved by earlier code routes `P` to a plain `SGD`, whose step is not
         cut).
@@ -516,7 +483,7 @@ class HyperbolicVAE(PresetMixin, GenerativeModel):
         ):
             optimizer = RoutedOptimizer(
                 optimizer,
-                {self._projection_route(): StepRecordingSGD(self.projection_learning_rate)},
+                {self._projection_route(): CurvatureCappedSGD(self.projection_learning_rate)},
             )
         super().compile(optimizer=optimizer, **kwargs)
 
