@@ -61,7 +61,7 @@ DIGITS = {
 # additive p_lr and alpha (10 kept). The refinement learns faster at 1e-3.
 # Since the model cuts P's step where it would be unstable, the additive settings
 # no longer diverge with hyperbolic blocks (the cut acts in epoch 17), but they stay
-# behind: 8 kept, 125.6 against PCA's 128.4 (0.98), where these give 101.7 (0.79).
+# behind: 9 kept, 108.5 against PCA's 109.7 (0.99), where these give 0.83.
 BLOCK_SETTINGS = {
     "additive": {},
     "hyperbolic": {"h": 0.3, "p_lr": 1e-4, "alpha": 100.0, "epochs_select": 12,
