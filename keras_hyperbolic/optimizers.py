@@ -1,4 +1,6 @@
-"""`RoutedOptimizer`: one optimizer for most weights, others for the weights named in its routes.
+"""The package's optimizers: `RoutedOptimizer` and `CurvatureCappedSGD`.
+
+`RoutedOptimizer`: one optimizer for most weights, others for the weights named in its routes.
 
 A model that wants a different update rule for some of its weights (the
 hyperbolic VAE trains its projection `P` by plain SGD with its own step size,
@@ -7,6 +9,9 @@ as the paper does, while the network gets Adam) keeps Keras's own
 loss for replicas, all-reduces gradients (each inner optimizer does, as usual)
 and handles loss-scale overflow (`LossScaleOptimizer` wraps this one and skips
 the whole step when any gradient overflowed).
+
+`CurvatureCappedSGD`: plain SGD that keeps each variable's last update and caps
+its step at a curvature the model measures along it (the VAE's P).
 """
 
 import keras
@@ -125,3 +130,94 @@ class RoutedOptimizer(keras.optimizers.Optimizer):
             for suffix, inner in config.pop("routes").items()
         }
         return cls(optimizer, routes, **config)
+
+
+@keras.saving.register_keras_serializable(package="keras_hyperbolic")
+class CurvatureCappedSGD(keras.optimizers.SGD):
+    """Plain SGD (no momentum) whose step is cut where it would be unstable.
+
+    Keeps, per variable, its last update (`last_step(variable)`, zeros before
+    the first) and a curvature estimate `c` (`curvature(variable)`, 0: none)
+    that the model writes, measured along that last step. The step is then
+    `-min(learning_rate, step_limit / c) * gradient`: plain gradient descent
+    along a direction of curvature `c` is stable below `2 / c`, so
+    `step_limit < 2` keeps a margin. `HyperbolicVAE` routes its projection `P`
+    here and measures `c` on each batch.
+
+    Args:
+        learning_rate: the step size (the largest one).
+        step_limit: the largest `step * c`, in (0, 2).
+        **kwargs: `keras.optimizers.SGD` arguments other than `momentum` and
+            `nesterov`.
+
+    Raises:
+        ValueError: momentum asked for, or `step_limit` outside (0, 2).
+
+    Example:
+
+    >>> sgd = CurvatureCappedSGD(5e-3)
+    >>> sgd.apply([grad], [variable])
+    >>> sgd.last_step(variable)            # -5e-3 * grad
+    >>> sgd.curvature(variable).assign(1e4)
+    >>> sgd.apply([grad], [variable])      # -1.5e-4 * grad
+    """
+
+    def __init__(self, learning_rate=0.01, step_limit=1.5, name="curvature_capped_sgd", **kwargs):
+        for key in ("momentum", "nesterov"):
+            if kwargs.pop(key, 0):
+                raise invalid(key, kwargs.get(key, True), "no momentum: plain SGD")
+        if isinstance(step_limit, bool) or not isinstance(step_limit, (int, float)) or not (
+            0 < step_limit < 2
+        ):
+            raise invalid("step_limit", step_limit, "a number in (0, 2)")
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.step_limit = float(step_limit)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._last_steps, self._curvatures = [], []
+        for variable in variables:
+            prefix = variable.path.replace("/", "_")
+            self._last_steps.append(self._state(f"{prefix}_last_step", variable.shape, variable.dtype))
+            self._curvatures.append(self._state(f"{prefix}_curvature", (), "float32"))
+
+    def _state(self, name, shape, dtype):
+        # autocast=False: read in full precision inside a mixed-precision `call`;
+        # only_first_replica: a model may write it in each replica of a step.
+        state = keras.Variable(
+            initializer="zeros", shape=shape, dtype=dtype, trainable=False, autocast=False,
+            aggregation="only_first_replica", name=name,
+        )
+        self._track_variable(state)
+        return state
+
+    def capped_learning_rate(self, variable, learning_rate=None):
+        """`min(learning_rate, step_limit / c)` for `variable` (the rate if `c` is 0)."""
+        lr = keras.ops.cast(self.learning_rate if learning_rate is None else learning_rate,
+                            "float32")
+        c = keras.ops.convert_to_tensor(self.curvature(variable))
+        cap = keras.ops.divide(self.step_limit, keras.ops.maximum(c, 1e-30))
+        return keras.ops.where(c > 0, keras.ops.minimum(lr, cap), lr)
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = keras.ops.cast(self.capped_learning_rate(variable, learning_rate), variable.dtype)
+        step = keras.ops.multiply(keras.ops.cast(gradient, variable.dtype), -lr)
+        self.assign(self.last_step(variable), step)
+        self.assign_add(variable, step)
+
+    def last_step(self, variable):
+        """The last update of `variable` (a variable of this optimizer)."""
+        return self._last_steps[self._get_variable_index(variable)]
+
+    def curvature(self, variable):
+        """The curvature estimate along `variable`'s steps (a scalar variable; 0: none)."""
+        return self._curvatures[self._get_variable_index(variable)]
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("momentum", None)
+        config.pop("nesterov", None)
+        config["step_limit"] = self.step_limit
+        return config

@@ -81,17 +81,19 @@ class Projection(keras.layers.Layer):
     def call(self, features):
         return self.encode(features)
 
-    def encode(self, features):
-        """Codes `P^T y`, shape `(batch, latent_dim)`."""
-        return tf.matmul(tf.cast(features, self.kernel.dtype), self.kernel)
+    def encode(self, features, kernel=None):
+        """Codes `P^T y`, shape `(batch, latent_dim)` (`kernel`: a tensor standing for `P`)."""
+        kernel = self.kernel if kernel is None else kernel
+        return tf.matmul(tf.cast(features, kernel.dtype), kernel)
 
-    def decode(self, z):
-        """Features `P z`, shape `(batch, data_dim)`."""
-        return tf.matmul(tf.cast(z, self.kernel.dtype), self.kernel, transpose_b=True)
+    def decode(self, z, kernel=None):
+        """Features `P z`, shape `(batch, data_dim)` (`kernel`: a tensor standing for `P`)."""
+        kernel = self.kernel if kernel is None else kernel
+        return tf.matmul(tf.cast(z, kernel.dtype), kernel, transpose_b=True)
 
-    def group_norm(self):
+    def group_norm(self, kernel=None):
         """`||P||_{1,2}`: the sum of the Euclidean norms of the columns of `P`."""
-        return statistics.group_norm(self.kernel, axis=0)
+        return statistics.group_norm(self.kernel if kernel is None else kernel, axis=0)
 
     def column_norms(self):
         """Euclidean norm of every column of `P` (numpy, length latent_dim)."""
