@@ -43,8 +43,8 @@ from keras_hyperbolic.tasks.video_segmentation import make_video  # noqa: E402
 
 def build(args, config):
     if args.net == "unet":
-        return BaselineUNet(num_classes=2, rank=3, filters=FULL.unet_filters,
-                            levels=FULL.unet_levels, **config)
+        return BaselineUNet(num_classes=2, rank=3, **{"filters": FULL.unet_filters,
+                                                      "levels": FULL.unet_levels, **config})
     preset = get_preset(FULL.preset)["config"]
     preset["normalization"] = "weight"  # the segmenter before the change
     model = HyperbolicSegmenter(num_classes=2, **{**preset, **config})
