@@ -11,11 +11,11 @@ finds the largest), all trained the same steps with the same recipe
 (`keras_hyperbolic.tasks.segmentation_pipeline`):
 
 - `HyperbolicSegmenter` (`video_cpu`) on the whole video;
-- the U-Net at the main job's width (20 filters) on the largest space-time
+- the U-Net at the main job's width (24 filters) on the largest space-time
   crop `(t, s, s)` that fits (crops holding labelled pixels; predicted over the
   whole video in blended tiles);
 - the U-Net narrowed until its whole-video step fits (the widest that does);
-- with `--reference`, the U-Net at 20 filters on the whole video, over the budget.
+- with `--reference`, the U-Net at that width on the whole video, over the budget.
 
 Matching on measured memory, not on `segment`'s plan: the plan's estimate is
 conservative by different factors for the two networks (for the main job's
