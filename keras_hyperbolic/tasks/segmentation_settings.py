@@ -52,7 +52,7 @@ class SegmentationSettings:
     """
 
     # 16 frames of 48 x 48 (labels on frames 1, 7, 15), 300 steps per network: the README's
-    # first command took about 7 minutes on 2 CPU cores, 14-16 at 64 x 64 (docs/guides/networks.md, "The main job").
+    # first command took 4.5 minutes on 2 Xeon cores (6.5 with oneDNN held to AVX2; README).
     steps: int = 300
     # Rates of both networks from their own sweeps on benchmarks/segmentation_suite.py (300
     # steps, random flips and time shifts; docs/guides/networks.md, "Several videos"): the
