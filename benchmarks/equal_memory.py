@@ -1,24 +1,32 @@
 """Equal memory, the comparison the papers make: which network segments better within one budget?
 
-One video (the main job's generator, `--frames` x 48 x 48 by default 32 frames,
-labels on 3 frames), one training-step memory budget: by default the
-segmenter's own estimated step on the whole video
-(`profiling.training_step_estimate`, the estimate `segment` plans with). Each
-network at the largest configuration that fits the budget, all trained the same
-steps with the same recipe (`keras_hyperbolic.tasks.segmentation_pipeline`):
+One video (the main job's generator, `--frames` x 48 x 48, by default 32
+frames, labels on 3 frames) and one training-step memory budget, in measured
+megabytes: the allocator's peak of one training step beyond the weights and
+the optimizer state (`profiling.training_step_memory`), by default the
+segmenter's own step on the whole video. Each network runs at the largest
+configuration whose MEASURED step fits the budget (each candidate is built and
+one step measured; memory grows with the crop and the width, so a bisection
+finds the largest), all trained the same steps with the same recipe
+(`keras_hyperbolic.tasks.segmentation_pipeline`):
 
 - `HyperbolicSegmenter` (`video_cpu`) on the whole video;
-- the U-Net at the main job's width (20 filters) on what `segment`'s plan fits
-  in the budget (temporal windows or space-time crops holding labelled pixels;
-  predicted in blended tiles);
+- the U-Net at the main job's width (24 filters) on the largest space-time
+  crop `(t, s, s)` that fits (crops holding labelled pixels; predicted over the
+  whole video in blended tiles);
 - the U-Net narrowed until its whole-video step fits (the widest that does);
-- with `--reference`, the U-Net at 20 filters on the whole video, over the budget.
+- with `--reference`, the U-Net at that width on the whole video, over the budget.
 
-Prints the mean IoU over all frames and the measured training-step memory
-(allocator, on a copy of the trained model) of each, beside the budget.
+Matching on measured memory, not on `segment`'s plan: the plan's estimate is
+conservative by different factors for the two networks (for the main job's
+video 2.5x the segmenter's measured step and 1.4x the U-Net's), so equal
+estimates would hand the U-Net more real memory than the segmenter uses.
+
+Prints the mean IoU over all frames and the measured training-step memory of
+each, beside the budget.
 
 Run:  python benchmarks/equal_memory.py                     (32 frames, seed 0)
-      python benchmarks/equal_memory.py --frames 48 --seeds 0 1 --budget 60
+      python benchmarks/equal_memory.py --frames 16 --seeds 0 1 2 --reference
 Cost: 3 runs of 300 steps on a 32-frame video: about 10-20 minutes on 2 CPU cores.
 """
 
@@ -36,34 +44,69 @@ runtime.prefer_onednn()
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from segmentation_suite import cpu_model  # noqa: E402
 
-MIB = 2**20
+HEIGHT = WIDTH = 48
 
 
 def make_data(frames, seed):
     from keras_hyperbolic.data import make_digit_video
 
-    return make_digit_video(frames=frames, height=48, width=48, digit_size=24, seed=seed)
+    return make_digit_video(frames=frames, height=HEIGHT, width=WIDTH, digit_size=24, seed=seed)
 
 
-def estimate_mb(model, shape):
-    from keras_hyperbolic.profiling import training_step_estimate
+def measured_mb(network, filters, shape, repeats=3):
+    """Measured training-step memory (MB beyond weights and optimizer state) of a fresh network.
 
-    return training_step_estimate(model, tuple(shape))["total_bytes"] / MIB
+    The median of `repeats` measurements: one step's allocator peak varies from
+    run to run (measured: 16-20 MB for the segmenter on 16 x 48 x 48, the order
+    of ops and oneDNN's scratch buffers), so a single one could flip a choice.
+    """
+    import statistics
+
+    import numpy as np
+
+    from keras_hyperbolic.tasks import segmentation_pipeline as pipeline
+    from keras_hyperbolic.tasks.segmentation_settings import FULL
+
+    model = pipeline.build_network(network, 2, FULL.override(unet_filters=filters))
+    model.build((None,) + tuple(shape) + (3,))
+    video = np.random.default_rng(0).random(tuple(shape) + (3,), dtype=np.float32)
+    ones = np.ones(shape, np.float32)
+    return statistics.median(
+        pipeline.copy_step_memory(model, video, ones.astype(np.int32), ones)["step_extra_mb"]
+        for _ in range(repeats))
 
 
-def widest_unet_within(budget_mb, shape, widest):
-    """The most filters (<= `widest`) whose whole-video U-Net step estimate fits `budget_mb`."""
-    from keras_hyperbolic.models import BaselineUNet
+def largest_fitting(candidates, fits):
+    """The last candidate for which `fits` holds, `candidates` ordered from smallest to largest
+    and `fits` monotone (True up to some point, then False); None if none fits."""
+    low, high = 0, len(candidates) - 1
+    if not candidates or not fits(candidates[0]):
+        return None
+    while low < high:  # invariant: candidates[low] fits
+        middle = (low + high + 1) // 2
+        if fits(candidates[middle]):
+            low = middle
+        else:
+            high = middle - 1
+    return candidates[low]
 
-    for filters in range(widest, 0, -1):
-        if estimate_mb(BaselineUNet(num_classes=2, rank=3, filters=filters, levels=2),
-                       shape) <= budget_mb:
-            return filters
-    return 0
+
+def unet_crop_within(budget_mb, frames, filters, multiple=4):
+    """The largest crop `(t, s, s)` (multiples of the U-Net's `multiple`) whose step fits."""
+    crops = sorted(((t, s, s) for t in range(multiple, frames + 1, multiple)
+                    for s in range(multiple, HEIGHT + 1, multiple)),
+                   key=lambda c: (c[0] * c[1] * c[2], c[0]))
+    return largest_fitting(crops, lambda c: measured_mb("unet", filters, c) <= budget_mb)
 
 
-def run_config(config, frames, seed, steps, budget_mb):
-    """Trains one configuration; returns its IoU, plan and measured step memory."""
+def widest_unet_within(budget_mb, frames, widest):
+    """The most filters (<= `widest`) whose whole-video U-Net step fits."""
+    return largest_fitting(list(range(1, widest + 1)), lambda f: measured_mb(
+        "unet", f, (frames, HEIGHT, WIDTH)) <= budget_mb)
+
+
+def run_config(config, frames, seed, steps):
+    """Trains one configuration; returns its IoU, what it trained on and its measured step memory."""
     import keras
 
     from keras_hyperbolic.data import segmentation_iou
@@ -74,8 +117,11 @@ def run_config(config, frames, seed, steps, budget_mb):
     keras.utils.set_random_seed(seed)
     settings = FULL.override(unet_filters=config.get("filters"))
     model = pipeline.build_network(config["network"], 2, settings)
-    prepared = pipeline.prepare(model, data["video"], data["masks"], data["weights"],
-                                config.get("budget_mb", budget_mb))
+    crop = config.get("crop")
+    # No budget of the plan's own: the configuration was chosen by measurement.
+    prepared = pipeline.prepare(model, data["video"], data["masks"], data["weights"], 1e9,
+                                max_voxels=frames * HEIGHT * WIDTH,
+                                crop=tuple(crop) if crop else None)
     with tempfile.TemporaryDirectory() as run_dir:
         result = pipeline.train(model, prepared, steps, settings.learning_rate_of(
             config["network"]), run_dir, seed=seed, verbose=0)
@@ -85,27 +131,29 @@ def run_config(config, frames, seed, steps, budget_mb):
     memory = pipeline.copy_step_memory(model, prepared.video[cut], prepared.targets[cut],
                                        prepared.weights[cut])
     return {**config, "seed": seed, "frames": frames, "mean_iou": iou["mean_iou"],
-            "crop": list(crop), "window": crop[0], "mode": prepared.plan["mode"],
-            "estimate_mb": prepared.plan["estimate_mb"], "step_extra_mb": memory["step_extra_mb"],
-            "memory_source": memory["source"], "parameters": int(model.count_params()),
+            "crop": list(crop), "mode": prepared.plan["mode"],
+            "step_extra_mb": memory["step_extra_mb"], "memory_source": memory["source"],
+            "parameters": int(model.count_params()),
             "seconds_per_step": result["seconds_per_step"]}
 
 
 def configurations(frames, budget_mb, reference=False):
-    """The configurations (network, filters, the budget each plans with)."""
+    """The configurations (network, filters, crop), each the largest that fits `budget_mb`."""
     from keras_hyperbolic.tasks.segmentation_settings import FULL
 
-    shape = (frames, 48, 48, 3)
-    narrow = widest_unet_within(budget_mb, shape, FULL.unet_filters)
-    configs = [{"label": "segmenter, whole video", "network": "hyperbolic"},
-               {"label": f"U-Net {FULL.unet_filters} filters, planned", "network": "unet",
-                "filters": FULL.unet_filters}]
+    filters = FULL.unet_filters
+    configs = [{"label": "segmenter, whole video", "network": "hyperbolic"}]
+    crop = unet_crop_within(budget_mb, frames, filters)
+    if crop:
+        configs.append({"label": f"U-Net {filters} filters, crops", "network": "unet",
+                        "filters": filters, "crop": list(crop)})
+    narrow = widest_unet_within(budget_mb, frames, filters)
     if narrow:
         configs.append({"label": f"U-Net {narrow} filters, whole video", "network": "unet",
                         "filters": narrow})
     if reference:
-        configs.append({"label": f"U-Net {FULL.unet_filters} filters, whole (over budget)",
-                        "network": "unet", "filters": FULL.unet_filters, "budget_mb": 1e9})
+        configs.append({"label": f"U-Net {filters} filters, whole (over budget)",
+                        "network": "unet", "filters": filters})
     return configs
 
 
@@ -115,7 +163,7 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--budget", type=float, default=None,
-                        help="MB; default: the segmenter's estimated whole-video step")
+                        help="measured MB; default: the segmenter's whole-video step")
     parser.add_argument("--reference", action="store_true",
                         help="also the U-Net at full width on the whole video, over the budget")
     parser.add_argument("--json", default="benchmark_equal_memory.json")
@@ -123,27 +171,23 @@ def main():
     args = parser.parse_args()
     if args.worker:
         job = json.loads(args.worker)
-        print(json.dumps(run_config(job["config"], args.frames, job["seed"], args.steps,
-                                    job["budget_mb"])))
+        print(json.dumps(run_config(job["config"], args.frames, job["seed"], args.steps)))
         return
-    from keras_hyperbolic.tasks import segmentation_pipeline as pipeline
-    from keras_hyperbolic.tasks.segmentation_settings import FULL
-
-    budget = args.budget or estimate_mb(pipeline.build_network("hyperbolic", 2, FULL),
-                                        (args.frames, 48, 48, 3))
-    print(f"video {args.frames} x 48 x 48, labels on 3 frames, {args.steps} steps; budget "
-          f"{budget:.1f} MB (estimated training step); CPU: {cpu_model()}", flush=True)
+    budget = args.budget or measured_mb("hyperbolic", None, (args.frames, HEIGHT, WIDTH))
+    configs = configurations(args.frames, budget, args.reference)
+    print(f"video {args.frames} x {HEIGHT} x {WIDTH}, labels on 3 frames, {args.steps} steps; "
+          f"budget {budget:.1f} MB (measured training step); CPU: {cpu_model()}", flush=True)
     results = []
     for seed in args.seeds:
-        for config in configurations(args.frames, budget, args.reference):
-            job = {"config": config, "seed": seed, "budget_mb": budget}
+        for config in configs:
+            job = {"config": config, "seed": seed}
             command = [sys.executable, __file__, "--worker", json.dumps(job),
                        "--frames", str(args.frames), "--steps", str(args.steps)]
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             results.append(json.loads(out.strip().splitlines()[-1]))
             r = results[-1]
             print(f"seed {seed}  {r['label']:<38} mean IoU {r['mean_iou']:5.1f}  trained on "
-                  f"{r['mode']} {'x'.join(map(str, r['crop']))}, estimate {r['estimate_mb']:6.1f} MB, measured step "
+                  f"{r['mode']} {'x'.join(map(str, r['crop']))}, measured step "
                   f"{r['step_extra_mb']:6.1f} MB ({r['memory_source']}), "
                   f"{r['parameters']:,} parameters", flush=True)
     with open(args.json, "w") as handle:

@@ -70,11 +70,11 @@ SHAPES = {2: (4, 64, 64, 32), 3: (2, 16, 16, 16, 32)}
 IUNET_SHAPE = (2, 32, 32, 32, 16)
 
 
-def rows(quick):
-    """The configurations: (peer, spec) pairs."""
+def rows(quick, ranks=(2, 3)):
+    """The configurations: (peer, spec) pairs; memcnn's stacks in the spatial `ranks`."""
     depths = (2, 4) if quick else (8, 32)
     out = []
-    for kind, ranks in (("additive", (2, 3)), ("affine", (2, 3))):
+    for kind in ("additive", "affine"):
         for rank in ranks:
             out += [("memcnn", {"kind": kind, "rank": rank, "depth": d, "shape": SHAPES[rank]})
                     for d in depths]
@@ -349,6 +349,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small depths, 2 repeats (smoke test)")
     parser.add_argument("--peers", nargs="+", choices=sorted(PEER_PACKAGES),
                         default=sorted(PEER_PACKAGES), help="the peers to compare with")
+    parser.add_argument("--ranks", nargs="+", type=int, choices=(2, 3), default=[2, 3],
+                        help="memcnn's coupling stacks in 2D, 3D or both")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of both frameworks")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps (default 5; quick 2)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
@@ -373,7 +375,8 @@ def main(argv=None):
         if peer in missing:
             print(f"skipped {peer}: {missing[peer]} is not installed (install the peers with "
                   f"`{INSTALL}`)")
-    chosen = [(p, s) for p, s in rows(args.quick) if p in args.peers and p not in missing]
+    chosen = [(p, s) for p, s in rows(args.quick, args.ranks)
+              if p in args.peers and p not in missing]
     if not chosen:
         return
     measured = [(peer, spec, measure_row(peer, spec, args)) for peer, spec in chosen]

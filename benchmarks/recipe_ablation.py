@@ -43,8 +43,8 @@ from keras_hyperbolic.tasks.video_segmentation import make_video  # noqa: E402
 
 def build(args, config):
     if args.net == "unet":
-        return BaselineUNet(num_classes=2, rank=3, filters=FULL.unet_filters,
-                            levels=FULL.unet_levels, **config)
+        return BaselineUNet(num_classes=2, rank=3, **{"filters": FULL.unet_filters,
+                                                      "levels": FULL.unet_levels, **config})
     preset = get_preset(FULL.preset)["config"]
     preset["normalization"] = "weight"  # the segmenter before the change
     model = HyperbolicSegmenter(num_classes=2, **{**preset, **config})
@@ -122,8 +122,13 @@ def main():
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--steps", type=int, default=FULL.steps)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow threads (0: its default); runs side by side use 1 each")
     parser.add_argument("--json", default="benchmark_recipe_ablation.jsonl")
     args = parser.parse_args()
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     data = make_video(FULL, args.seed)
     for rate in args.rates:
         result = run(args, json.loads(args.cfg), rate, data)

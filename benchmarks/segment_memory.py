@@ -4,7 +4,7 @@ For frames of H x W (RGB, 4 classes), the largest number of frames whose
 estimated training step (`keras_hyperbolic.profiling.training_step_estimate`,
 what `segment` plans with) fits the budget, for the reversible
 `HyperbolicSegmenter` (preset `video_cpu`), the same network on plain
-autodiff, and the plain 3D U-Net baseline (`BaselineUNet`, 20 filters, 2
+autodiff, and the plain 3D U-Net baseline (`BaselineUNet`, `unet_filters` filters, 2
 levels), all built as `segment` builds them (`segmentation_settings.SEGMENT`);
 then one measured training step at that size
 (`profiling.training_step_memory`, TensorFlow's allocator peak) checks the

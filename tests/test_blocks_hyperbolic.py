@@ -27,6 +27,7 @@ def pair(shape, seed=0, dtype="float32"):
         ({"rank": 1, "normalization": "batch"}, (2, 7, 6), "float64"),
         ({"rank": 2, "hidden_channels": 5}, (2, 5, 3, 6), "float32"),
         ({"rank": 2, "normalization": "layer"}, (2, 4, 3, 6), "float32"),
+        ({"rank": 3, "normalization": "instance"}, (2, 3, 4, 2, 6), "float64"),
         ({"rank": 3, "normalization": "none", "kernel_size": 2}, (2, 3, 4, 2, 2), "float32"),
     ],
 )
@@ -190,18 +191,22 @@ def test_invalid_shapes_and_arguments():
         HyperbolicBlock(rank=2, normalization="group")
 
 
+@pytest.mark.parametrize("groups", [1, -1])
 @pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
-def test_layer_norm_equals_keras_group_normalization(dtype):
-    # ops.layer_norm (the block's "layer" normalisation, with a leaner
-    # gradient) is GroupNormalization(groups=1)'s map: values and gradients.
+def test_layer_norm_equals_keras_group_normalization(dtype, groups):
+    # ops.layer_norm (the block's "layer" and "instance" normalisations, with a
+    # leaner gradient) is GroupNormalization(groups=1)'s and (groups=-1)'s map:
+    # values and gradients.
     x = tf.constant(np.random.default_rng(6).standard_normal((2, 5, 4, 3, 6)) * 3 + 1, dtype=dtype)
     weights = tf.constant(np.random.default_rng(7).standard_normal(x.shape), dtype=dtype)
-    norm = keras.layers.GroupNormalization(groups=1, dtype=dtype if dtype != "float16" else "mixed_float16")
+    norm = keras.layers.GroupNormalization(groups=groups,
+                                           dtype=dtype if dtype != "float16" else "mixed_float16")
     norm.build(x.shape)
     norm.gamma.assign(np.random.default_rng(8).standard_normal(6) + 1)
     norm.beta.assign(np.random.default_rng(9).standard_normal(6))
     results = []
-    for fn in (lambda x: norm(x), lambda x: layer_norm(x, norm.gamma, norm.beta, norm.epsilon)):
+    for fn in (lambda x: norm(x), lambda x: layer_norm(x, norm.gamma, norm.beta, norm.epsilon,
+                                                       per_channel=groups == -1)):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = fn(x)

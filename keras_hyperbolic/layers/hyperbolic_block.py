@@ -97,8 +97,9 @@ class HyperbolicBlock(InvertibleLayer):
     the activations `K Y`; `K` then has no bias (the normalisation's beta
     plays that role). All but training-mode "batch" are independent of the
     batch, so the block is the same map in training and inference and a single
-    example inverts exactly. "layer" is computed by `ops.layer_norm`: the map
-    of `GroupNormalization(groups=1)` (whose `gamma` and `beta` it uses) with
+    example inverts exactly. "layer" and "instance" are computed by
+    `ops.layer_norm`: the maps of `GroupNormalization(groups=1)` and
+    `(groups=-1)` (whose `gamma` and `beta` they use) with
     a written-out gradient (autodiff through the moments broadcast their
     gradients back to full size: two more tensors at the peak, measured).
 
@@ -213,9 +214,10 @@ class HyperbolicBlock(InvertibleLayer):
         )
         if self.bias is not None:
             z = z + tf.cast(self.bias, dtype)
-        if self.normalization == "layer":
-            # GroupNormalization(groups=1)'s map with a leaner gradient (ops.layer_norm).
-            z = layer_norm(z, self.norm.gamma, self.norm.beta, self.norm.epsilon)
+        if self.normalization in ("layer", "instance"):
+            # GroupNormalization's map (groups 1 or -1) with a leaner gradient (ops.layer_norm).
+            z = layer_norm(z, self.norm.gamma, self.norm.beta, self.norm.epsilon,
+                           per_channel=self.normalization == "instance")
         elif self.norm is not None:
             z = self.norm(z, training=training)
         a = tf.cast(self._activation_fn(z), dtype)

@@ -127,10 +127,11 @@ class HyperbolicSegmenter(PresetMixin, SegmentationServing, keras.Model):
         kernel_size: kernel size of the blocks and of the opening convolution.
         hidden_channels: channels of each block's `K`; `None` uses the state's
             channels at that level.
-        normalization: normalisation inside each block: "layer" (the
-            segmenter's default), "weight" (`HyperbolicBlock`'s default,
-            which keeps `f'` symmetric negative semi-definite; the `video_cpu`
-            preset uses it), "batch", "instance" or "none".
+        normalization: normalisation inside each block: "instance" (the
+            segmenter's default: it trained best and across the widest range
+            of learning rates, docs/guides/networks.md), "layer", "weight"
+            (`HyperbolicBlock`'s default, which keeps `f'` symmetric negative
+            semi-definite), "batch" or "none".
         activation: activation inside each block.
         input_pooling_levels: fixed Haar transforms applied to the opened input
             before the hyperbolic part (the paper applies two 3D Haar steps to
@@ -175,7 +176,7 @@ class HyperbolicSegmenter(PresetMixin, SegmentationServing, keras.Model):
         pooling="haar",
         kernel_size=3,
         hidden_channels=None,
-        normalization="layer",
+        normalization="instance",
         activation="relu",
         input_pooling_levels=0,
         memory_efficient=True,

@@ -91,19 +91,20 @@ PRESETS = {
         "input_shape": (16, 48, 48, 3),
         "config": {
             "rank": 3,
-            "width": 8,
+            # Width 12, h = 0.25 and instance norm in the blocks: the recipe table
+            # (docs/guides/networks.md, "Learning rates and the recipe"): per-channel
+            # statistics bound each hidden channel's force (no divergence at 9e-3)
+            # without mixing the channels' scales as layer norm does; width 12
+            # (852k parameters; the U-Net it is compared with has 24 filters,
+            # 874k) and h = 0.25 gave the most over seeds 0-2 of the main job's video.
+            "width": 12,
             "units": [(2, "down"), (2, "down"), (2, "up"), (2, "up"), (2, None)],
             "input_pooling_levels": 0,
             "pooling": "haar",
             "kernel_size": 3,
             "hidden_channels": 16,
-            "h": 0.5,
-            # Layer norm, not HyperbolicBlock's default "weight": it bounds the force
-            # f(Y) whatever the size of Y, so a large learning rate cannot start the
-            # leapfrog's exponential growth. Measured on the main job (300 steps, random
-            # time shifts, rates 1e-3 / 3e-3 / 9e-3): "layer" 91.4 / 91.8 / 89.2 mean
-            # IoU, "weight" 88.1 / 93.9 / 66.9 (docs/guides/networks.md, "Learning rates").
-            "normalization": "layer",
+            "h": 0.25,
+            "normalization": "instance",
         },
     },
     "lensink_mnist": {

@@ -1,8 +1,9 @@
-"""Layer normalisation with a written-out gradient: fewer full-size tensors in the backward pass.
+"""Layer and instance normalisation with a written-out gradient: fewer full-size tensors in the backward pass.
 
-The same map as `keras.layers.GroupNormalization(groups=1)`: each example
-normalised over all its axes but the batch, then a per-channel scale `gamma`
-and offset `beta`. Autodiff through `tf.nn.moments` keeps the input and, in
+The same maps as `keras.layers.GroupNormalization(groups=1)` (layer: each
+example normalised over all its axes but the batch) and `groups=-1`
+(instance: each channel of each example over its spatial axes), then a
+per-channel scale `gamma` and offset `beta`. Autodiff through `tf.nn.moments` keeps the input and, in
 the backward pass, broadcasts the gradients of the mean and of the variance
 back to full size (two more input-sized tensors, measured with TensorFlow's
 memory profiler). The gradient written out keeps only the normalised input
@@ -16,7 +17,7 @@ memory profiler). The gradient written out keeps only the normalised input
 import tensorflow as tf
 
 
-def layer_norm(x, gamma, beta, epsilon):
+def layer_norm(x, gamma, beta, epsilon, per_channel=False):
     """`gamma * (x - mean) / sqrt(var + epsilon) + beta`, statistics per example.
 
     Args:
@@ -24,8 +25,10 @@ def layer_norm(x, gamma, beta, epsilon):
             `x`) and returned in `x`'s dtype, as Keras does for half precision.
         gamma, beta: `(channels,)` scale and offset.
         epsilon: added to the variance.
+        per_channel: statistics per example and channel (instance
+            normalisation) instead of per example (layer normalisation).
     """
-    axes = list(range(1, x.shape.rank))
+    axes = list(range(1, x.shape.rank - 1 if per_channel else x.shape.rank))
     sum_axes = list(range(x.shape.rank - 1))  # all but the channels: gamma's and beta's gradients
     compute = tf.float64 if x.dtype == tf.float64 else tf.float32
 

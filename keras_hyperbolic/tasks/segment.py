@@ -295,7 +295,7 @@ def segment_video(input, labels, output, *, steps=None, network="hyperbolic", pr
         export: a TF Serving base directory to export the trained model to.
         overwrite: replace an existing `output`.
         learning_rate: Adam's initial rate (default 3e-3 for both, the main job's).
-        unet_filters, unet_levels: the U-Net's size (default 20 filters, 2 levels).
+        unet_filters, unet_levels: the U-Net's size (default 24 filters, 2 levels).
         seed: seed of the weights and of the windows.
         verbose: 0 silent; 1 the plan, then a progress line with an ETA; 2
             the plan, then a line per backup interval (30 steps).
