@@ -44,6 +44,8 @@ runtime.prefer_onednn()
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from segmentation_suite import cpu_model  # noqa: E402
 
+from keras_hyperbolic.tasks.segmentation_plan import last_fitting  # noqa: E402
+
 HEIGHT = WIDTH = 48
 
 
@@ -76,32 +78,17 @@ def measured_mb(network, filters, shape, repeats=3):
         for _ in range(repeats))
 
 
-def largest_fitting(candidates, fits):
-    """The last candidate for which `fits` holds, `candidates` ordered from smallest to largest
-    and `fits` monotone (True up to some point, then False); None if none fits."""
-    low, high = 0, len(candidates) - 1
-    if not candidates or not fits(candidates[0]):
-        return None
-    while low < high:  # invariant: candidates[low] fits
-        middle = (low + high + 1) // 2
-        if fits(candidates[middle]):
-            low = middle
-        else:
-            high = middle - 1
-    return candidates[low]
-
-
 def unet_crop_within(budget_mb, frames, filters, multiple=4):
     """The largest crop `(t, s, s)` (multiples of the U-Net's `multiple`) whose step fits."""
     crops = sorted(((t, s, s) for t in range(multiple, frames + 1, multiple)
                     for s in range(multiple, HEIGHT + 1, multiple)),
                    key=lambda c: (c[0] * c[1] * c[2], c[0]))
-    return largest_fitting(crops, lambda c: measured_mb("unet", filters, c) <= budget_mb)
+    return last_fitting(crops, lambda c: measured_mb("unet", filters, c) <= budget_mb)
 
 
 def widest_unet_within(budget_mb, frames, widest):
     """The most filters (<= `widest`) whose whole-video U-Net step fits."""
-    return largest_fitting(list(range(1, widest + 1)), lambda f: measured_mb(
+    return last_fitting(list(range(1, widest + 1)), lambda f: measured_mb(
         "unet", f, (frames, HEIGHT, WIDTH)) <= budget_mb)
 
 

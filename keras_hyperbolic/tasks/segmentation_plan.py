@@ -71,16 +71,24 @@ def largest_crop(shape, multiple, fits):
     """
     sides = sorted({water_fill(shape, s) for s in range(multiple, max(shape) + multiple,
                                                           multiple)}, key=math.prod)
-    low, high = 0, len(sides) - 1
-    if not fits(sides[0]):
+    return last_fitting(sides, fits)
+
+
+def last_fitting(candidates, fits):
+    """The last of `candidates` (smallest first) for which `fits`, by bisection; None if none.
+
+    `fits` must be monotone: true up to some candidate, false after it.
+    """
+    if not candidates or not fits(candidates[0]):
         return None
-    while low < high:  # the last side that fits
+    low, high = 0, len(candidates) - 1
+    while low < high:  # candidates[low] fits
         middle = (low + high + 1) // 2
-        if fits(sides[middle]):
+        if fits(candidates[middle]):
             low = middle
         else:
             high = middle - 1
-    return sides[low]
+    return candidates[low]
 
 
 def check_crop(crop, padded, size, multiple):
