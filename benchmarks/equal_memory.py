@@ -78,8 +78,11 @@ def measured_mb(network, filters, shape, repeats=3):
         for _ in range(repeats))
 
 
-def unet_crop_within(budget_mb, frames, filters, multiple=4):
-    """The largest crop `(t, s, s)` (multiples of the U-Net's `multiple`) whose step fits."""
+def unet_crop_within(budget_mb, frames, filters):
+    """The largest crop `(t, s, s)` (multiples of the U-Net's input multiple) whose step fits."""
+    from keras_hyperbolic.tasks.segmentation_settings import FULL
+
+    multiple = 2**FULL.unet_levels  # BaselineUNet.input_multiple
     crops = sorted(((t, s, s) for t in range(multiple, frames + 1, multiple)
                     for s in range(multiple, HEIGHT + 1, multiple)),
                    key=lambda c: (c[0] * c[1] * c[2], c[0]))

@@ -1,13 +1,14 @@
-"""Layer and instance normalisation with a written-out gradient: fewer full-size tensors in the backward pass.
+"""Layer and instance normalisation with a written-out gradient: fewer full-size tensors
+in the backward pass.
 
 The same maps as `keras.layers.GroupNormalization(groups=1)` (layer: each
 example normalised over all its axes but the batch) and `groups=-1`
 (instance: each channel of each example over its spatial axes), then a
-per-channel scale `gamma` and offset `beta`. Autodiff through `tf.nn.moments` keeps the input and, in
-the backward pass, broadcasts the gradients of the mean and of the variance
-back to full size (two more input-sized tensors, measured with TensorFlow's
-memory profiler). The gradient written out keeps only the normalised input
-`n` and uses the closed form
+per-channel scale `gamma` and offset `beta`. Autodiff through `tf.nn.moments`
+keeps the input and, in the backward pass, broadcasts the gradients of the
+mean and of the variance back to full size (two more input-sized tensors,
+measured with TensorFlow's memory profiler). The gradient written out keeps
+only the normalised input `n` and uses the closed form
 
     dx = inv * (g - mean(g) - n * mean(g * n)),   g = dy * gamma,
 
