@@ -11,6 +11,7 @@ thing against the segmenter as it was (`video_cpu` with weight norm, flips only)
   --loss ce_dice                       cross-entropy plus soft Dice (both on the labelled pixels)
   --head 32                            a nonlinear closing head (1x1 conv, ReLU, 1x1 conv)
   --clip 1.0 / --warmup 30             gradient clipping / linear warm-up
+  --ema 0.99                           predict with a moving average of the weights
   --net unet                           the U-Net baseline under the same recipe
 
 For each learning rate it prints the mean IoU over all frames, over the labelled
@@ -92,7 +93,9 @@ def run(args, config, rate, data):
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, args.steps - args.warmup, alpha=0.05, warmup_target=rate,
             warmup_steps=args.warmup)
-    model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=args.clip),
+    model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=args.clip,
+                                                  use_ema=bool(args.ema),
+                                                  ema_momentum=args.ema or 0.99),
                   loss=masked_loss(args))
     y = np.stack([data["masks"].astype("float32"), data["weights"]], -1)
     start = time.perf_counter()
@@ -100,14 +103,21 @@ def run(args, config, rate, data):
     seconds = time.perf_counter() - start
     labels = np.argmax(model.predict(data["video"][None], verbose=0)[0], -1)
     masks, labelled = data["masks"], list(data["labelled_frames"])
+    extra = {}
+    if args.tta:  # the softmax averaged over the 8 flips of time, height and width
+        flips = [[a for a, bit in zip((1, 2, 3), (i & 1, i & 2, i & 4)) if bit] for i in range(8)]
+        mean = sum(np.flip(tf.nn.softmax(model.predict(np.flip(data["video"][None], f),
+                                                          verbose=0)).numpy(), f)
+                   for f in flips) / 8
+        extra["tta_mean_iou"] = segmentation_iou(masks, np.argmax(mean[0], -1))["mean_iou"]
     return {"config": config, "shift": args.shift, "loss": args.loss, "head": args.head,
-            "clip": args.clip, "warmup": args.warmup, "network": args.net,
+            "clip": args.clip, "warmup": args.warmup, "ema": args.ema, "network": args.net,
             "learning_rate": rate, **segmentation_iou(masks, labels),
             "labelled_frames_mean_iou": segmentation_iou(masks[labelled],
                                                          labels[labelled])["mean_iou"],
             "per_frame_positive_iou": [segmentation_iou(masks[t:t + 1], labels[t:t + 1])
                                        ["positive_iou"] for t in range(len(masks))],
-            "seconds_per_step": seconds / args.steps}
+            "seconds_per_step": seconds / args.steps, **extra}
 
 
 def main():
@@ -120,6 +130,10 @@ def main():
     parser.add_argument("--head", type=int, default=0)
     parser.add_argument("--clip", type=float, default=None)
     parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--tta", action="store_true",
+                        help="also score the prediction averaged over the 8 flips")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="keep an exponential moving average of the weights (this momentum)")
     parser.add_argument("--steps", type=int, default=FULL.steps)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0,
@@ -137,7 +151,8 @@ def main():
         frames = " ".join(f"{v:.0f}" for v in result["per_frame_positive_iou"])
         print(f"{args.net} {args.cfg} shift={args.shift} loss={args.loss} head={args.head} "
               f"lr {rate:g}: mean IoU {result['mean_iou']:.1f} (labelled frames "
-              f"{result['labelled_frames_mean_iou']:.1f}); positive IoU per frame: {frames}",
+              f"{result['labelled_frames_mean_iou']:.1f}); positive IoU per frame: {frames}"
+              + (f"; with flips averaged {result['tta_mean_iou']:.1f}" if args.tta else ""),
               flush=True)
 
 

@@ -15,10 +15,14 @@ the machine's speed affects all three alike; medians of `--repeats` rounds
 after one warm-up round. A step is loss, gradients and an SGD update.
 
 Default: `lensink_video` (Lensink et al. Table 2, 19 layers) at 96 x 96 x 64
-x 6, the configuration of `paper_memory.py`.
+x 6, the configuration of `paper_memory.py`. `--stack KIND --rank R --depth D`
+times instead a coupling stack of `benchmarks/peers.py` (the networks built
+against memcnn and revlib, their shapes and weights): there the rebuild is one
+forward of the whole stack.
 
 Run:  python benchmarks/recompute_cost.py
       python benchmarks/recompute_cost.py --shape 48 48 32 6 --repeats 5
+      python benchmarks/recompute_cost.py --stack additive --rank 2 --depth 32 --repeats 7
 """
 
 import argparse
@@ -49,6 +53,20 @@ def build_pair(preset, shape):
     return reversible, plain
 
 
+def build_stack_pair(kind, rank, depth):
+    """A coupling stack of `peers.py` on the engine and on plain autodiff, one set of weights."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from peer_networks import coupling_weights, keras_network
+    from peers import SHAPES
+
+    spec = {"kind": kind, "rank": rank, "depth": depth, "shape": SHAPES[rank]}
+    weights = coupling_weights(spec)
+    return keras_network(spec, True, weights), keras_network(spec, False, weights), SHAPES[rank]
+
+
 def training_step(model):
     variables = model.trainable_variables
     optimizer = keras.optimizers.SGD(1e-5)
@@ -67,9 +85,11 @@ def training_step(model):
 def stack_forward(model):
     """The reversible stack's forward pass alone: what the backward pass evaluates again."""
 
+    stack = getattr(model, "hyperbolic", model)  # a segmenter's reversible part, or a stack
+
     @tf.function
     def forward(pair):
-        return model.hyperbolic(pair, training=True)
+        return stack(pair, training=True)
 
     return forward
 
@@ -85,15 +105,27 @@ def main(argv=None):
     parser.add_argument("--preset", default="lensink_video")
     parser.add_argument("--shape", type=int, nargs="+", default=[96, 96, 64, 6],
                         help="input (spatial..., channels), batch 1")
+    parser.add_argument("--stack", choices=("additive", "affine", "revlib"), default=None,
+                        help="time a coupling stack of peers.py instead of --preset")
+    parser.add_argument("--rank", type=int, choices=(2, 3), default=2, help="of --stack")
+    parser.add_argument("--depth", type=int, default=32, help="blocks of --stack")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after one warm-up")
     parser.add_argument("--json", default="benchmark_recompute_cost.json")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
 
-    reversible, plain = build_pair(args.preset, args.shape)
-    x = tf.random.stateless_normal((1,) + tuple(args.shape), seed=(1, 2))
-    pair = reversible.opened_pair(x)
+    if args.stack:
+        reversible, plain, shape = build_stack_pair(args.stack, args.rank, args.depth)
+        x = tf.random.stateless_normal(shape, seed=(1, 2))
+        pair = x
+        what = f"{args.stack} stack {args.rank}D, depth {args.depth}, input {shape}"
+    else:
+        reversible, plain = build_pair(args.preset, args.shape)
+        x = tf.random.stateless_normal((1,) + tuple(args.shape), seed=(1, 2))
+        pair = reversible.opened_pair(x)
+        layers = sum(n for n, _ in get_preset(args.preset)["config"]["units"])
+        what = f"{args.preset} ({layers} layers), input {tuple(args.shape)}, batch 1"
     calls = {"reversible step": (training_step(reversible), x),
              "plain step": (training_step(plain), x),
              "stack forward": (stack_forward(reversible), pair)}
@@ -106,8 +138,7 @@ def main(argv=None):
     median = {name: statistics.median(values) for name, values in times.items()}
     ratio = median["reversible step"] / median["plain step"]
     estimate = (median["plain step"] + median["stack forward"]) / median["plain step"]
-    layers = sum(n for n, _ in get_preset(args.preset)["config"]["units"])
-    print(f"{args.preset} ({layers} layers), input {tuple(args.shape)}, batch 1, oneDNN "
+    print(f"{what}, oneDNN "
           f"{'on' if runtime.onednn_enabled() else 'off'}; medians of {args.repeats} "
           "alternated rounds, seconds:")
     for name, value in median.items():
@@ -115,7 +146,10 @@ def main(argv=None):
     print(f"  reversible / plain step:            {ratio:.3f}")
     print(f"  (plain + one stack forward) / plain: {estimate:.3f}   <- plain plus the rebuild")
     with open(args.json, "w") as handle:
-        json.dump({"preset": args.preset, "shape": args.shape, "seconds": times,
+        json.dump({"preset": None if args.stack else args.preset,
+                   "stack": args.stack and {"kind": args.stack, "rank": args.rank,
+                                            "depth": args.depth},
+                   "shape": list(x.shape), "seconds": times,
                    "median": median, "ratio": ratio, "plain_plus_one_forward": estimate},
                   handle, indent=2)
 

@@ -72,9 +72,10 @@ def make_zstack(seed, slices=24, size=48):
     blobs = skimage.data.binary_blobs(length=size, n_dim=3, volume_fraction=0.3,
                                       blob_size_fraction=0.2, rng=seed)[:slices]
     textures = []
+    tile = max(128, 2 * size)  # 128 up to 64-pixel slices (the suite's), larger for CT sizes
     for name in ("gravel", "grass"):
-        image = resize(getattr(skimage.data, name)().astype(np.float32) / 255.0, (128, 128))
-        offsets = rng.integers(0, 128 - size, size=2)
+        image = resize(getattr(skimage.data, name)().astype(np.float32) / 255.0, (tile, tile))
+        offsets = rng.integers(0, tile - size, size=2)
         # The texture drifts slowly through the stack, like tissue from slice to slice.
         textures.append(np.stack([np.roll(image, z, axis=0)[offsets[0]:offsets[0] + size,
                                                             offsets[1]:offsets[1] + size]
@@ -88,7 +89,7 @@ def make_zstack(seed, slices=24, size=48):
     weights = np.zeros(blobs.shape, np.float32)
     weights[labelled] = 1.0
     return {"video": video, "truth": blobs.astype(np.int32), "weights": weights,
-            "num_classes": 2, "labelled": labelled}
+            "num_classes": 2, "labelled": labelled, "uint16": volume}
 
 
 def make_case(case, seed):

@@ -452,7 +452,8 @@ def _add_segment_parsers(commands):
     segment.add_argument("--preset", default=SEGMENT.preset,
                          help=f"HyperbolicSegmenter preset (default {SEGMENT.preset})")
     segment.add_argument("--memory-budget", type=float, default=SEGMENT.memory_budget_mb,
-                         metavar="MB", help="training-step memory to plan for: the whole video "
+                         metavar="MB", help="memory to plan for, TensorFlow itself aside (about "
+                         "0.9 GB more): the video's arrays and one training step, the whole video "
                          "when its estimate fits and a step convolves at most "
                          f"{SEGMENT.max_step_voxels:,} voxels, else windows or crops that do "
                          f"(default {SEGMENT.memory_budget_mb:g} MB)")

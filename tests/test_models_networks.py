@@ -246,6 +246,22 @@ def test_units_balanced_by_input_pooling_levels():
     assert model(np.zeros((1, 8, 8, 3), "float32")).shape == (1, 8, 8, 2)
 
 
+def test_hidden_channels_per_unit_reach_each_units_blocks_and_round_trip_the_config():
+    model = _segmenter(2, hidden_channels=[8, None, 3])
+    model.build((None, 8, 8, 3))
+    hidden = [b.hidden_channels for b in model.hyperbolic.blocks if hasattr(b, "hidden_channels")]
+    assert hidden == [8, None, 3]
+    clone = HyperbolicSegmenter.from_config(model.get_config())
+    clone.build((None, 8, 8, 3))
+    assert clone.count_params() == model.count_params()
+
+
+@pytest.mark.parametrize("hidden", [[4, 4], [4, 0, 4], [4, "4", 4], [4, True, 4], 0])
+def test_bad_hidden_channels_name_the_argument(hidden):
+    with pytest.raises(ValueError, match="hidden_channels"):
+        _segmenter(hidden_channels=hidden)
+
+
 def test_iunet_channels_must_split():
     with pytest.raises(ValueError, match="channels"):
         InvertibleUNet(rank=3, channels=6, levels=2)  # 6 * 1/4 is not whole

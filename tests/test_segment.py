@@ -621,6 +621,25 @@ def test_a_bad_crop_is_one_line_and_writes_nothing(crop, message, tmp_path, caps
                                                    "mask4.png"])
 
 
+def test_the_plan_counts_the_videos_arrays_against_the_budget():
+    from keras_hyperbolic.tasks import segmentation_plan as plan
+
+    model = _tiny_model()
+    shape = (8, 16, 16, 1)
+    resident = plan.resident_mb(shape, 2)
+    # Frames read and padded (float32, twice), targets and weights twice, the prediction's
+    # probabilities (2 classes), argmax and int32 labels.
+    assert resident == pytest.approx(8 * 16 * 16 * (8 + 16 + 8 + 12) / 2**20)
+    whole = plan._estimator(model)(shape)
+    # The whole video's step fits the budget, but not beside the arrays: crops.
+    cut = plan.plan_training(model, shape, 2, whole + resident / 2, 10**9, resident=resident)
+    assert cut["mode"] != "whole" and cut["resident_mb"] == resident
+    assert cut["estimate_mb"] <= cut["step_budget_mb"] == pytest.approx(whole - resident / 2)
+    assert plan.plan_training(model, shape, 2, whole + resident / 2, 10**9)["mode"] == "whole"
+    with pytest.raises(plan.BudgetTooSmall, match="the video's arrays alone .* take about"):
+        plan.plan_training(model, shape, 2, resident * 0.9, 10**9, resident=resident)
+
+
 def test_crops_hold_labelled_pixels_and_draw_the_classes_evenly():
     from keras_hyperbolic.tasks.segmentation_plan import crop_origins
 

@@ -428,19 +428,23 @@ def overlay_frames(video, labels, num_classes, alpha=0.5, min_side=256):
 
     Frames are scaled up by a whole factor (nearest) until the shorter side is at least `min_side`.
     """
-    video = np.asarray(video, np.float32)
-    if video.shape[-1] == 1:
-        video = np.repeat(video, 3, axis=-1)
-    lo, hi = float(video.min()), float(video.max())
-    rgb = (video - lo) / (hi - lo) if hi > lo and (lo < 0 or hi > 1) else np.clip(video, 0, 1)
+    lo, hi = float(np.min(video)), float(np.max(video))
+    rescale = hi > lo and (lo < 0 or hi > 1)
     colours = class_colours(num_classes).astype(np.float32) / 255.0
-    painted = rgb.copy()
-    foreground = labels > 0
-    painted[foreground] = (1 - alpha) * rgb[foreground] + alpha * colours[labels[foreground]]
-    frames = np.concatenate([rgb, painted], axis=2)
-    scale = max(1, -(-min_side // min(video.shape[1:3])))
-    frames = np.repeat(np.repeat(frames, scale, axis=1), scale, axis=2)
-    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+    num_frames, height, width = video.shape[:3]
+    scale = max(1, -(-min_side // min(height, width)))
+    out = np.empty((num_frames, height * scale, 2 * width * scale, 3), np.uint8)
+    for t in range(num_frames):  # a frame at a time: float copies of a large video would not fit
+        rgb = np.asarray(video[t], np.float32)
+        rgb = np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb
+        rgb = (rgb - lo) / (hi - lo) if rescale else np.clip(rgb, 0, 1)
+        painted = rgb.copy()
+        foreground = labels[t] > 0
+        painted[foreground] = (1 - alpha) * rgb[foreground] + alpha * colours[labels[t][foreground]]
+        frame = np.concatenate([rgb, painted], axis=1)
+        frame = np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1)
+        out[t] = (np.clip(frame, 0, 1) * 255).round()
+    return out
 
 
 def write_animation(path, frames, fps=8):

@@ -30,6 +30,22 @@ def make_pooling(pooling, rank, up, name=None):
     return cls(wavelet=pooling, name=name)
 
 
+def check_hidden_channels(hidden_channels, num_units):
+    """None, a positive int, or a list of one (positive int or None) per unit; lists as lists."""
+    if isinstance(hidden_channels, (list, tuple)):
+        if len(hidden_channels) != num_units or not all(
+            h is None or (isinstance(h, int) and not isinstance(h, bool) and h > 0)
+            for h in hidden_channels
+        ):
+            raise invalid("hidden_channels", hidden_channels,
+                          f"None, a positive integer, or a list of {num_units} entries (one per "
+                          "unit), each a positive integer or None")
+        return list(hidden_channels)
+    if hidden_channels is None:
+        return None
+    return check_positive_int(hidden_channels, "hidden_channels")
+
+
 def check_units(units, input_pooling_levels=0, name="units"):
     """Normalises `units` to a list of `(layers, direction)` and checks that they balance.
 
@@ -125,8 +141,9 @@ class HyperbolicSegmenter(PresetMixin, SegmentationServing, keras.Model):
         pooling: "haar", "db2", "learnable" (wavelet pooling, the paper's
             section 3.3) or "orthogonal" (iUNet's learnable orthogonal pooling).
         kernel_size: kernel size of the blocks and of the opening convolution.
-        hidden_channels: channels of each block's `K`; `None` uses the state's
-            channels at that level.
+        hidden_channels: channels of each block's `K`: an integer for every
+            block, or a list with one entry per unit (an integer or `None`);
+            `None` uses the state's channels at that level.
         normalization: normalisation inside each block: "instance" (the
             segmenter's default: it trained best and across the widest range
             of learning rates, docs/guides/networks.md), "layer", "weight"
@@ -189,10 +206,6 @@ class HyperbolicSegmenter(PresetMixin, SegmentationServing, keras.Model):
         self.h = check_positive_float(h, "h")
         self.pooling = check_choice(pooling, POOLINGS, "pooling")
         self.kernel_size = check_positive_int(kernel_size, "kernel_size")
-        self.hidden_channels = (
-            None if hidden_channels is None
-            else check_positive_int(hidden_channels, "hidden_channels")
-        )
         self.normalization = normalization
         self.activation = activation
         self.input_pooling_levels = check_positive_int(
@@ -202,6 +215,9 @@ class HyperbolicSegmenter(PresetMixin, SegmentationServing, keras.Model):
             raise invalid("memory_efficient", memory_efficient, "True or False")
         self.memory_efficient = memory_efficient
         self.units, self.deepest_level = check_units(units, self.input_pooling_levels)
+        self.hidden_channels = check_hidden_channels(hidden_channels, len(self.units))
+        hidden_of_unit = (self.hidden_channels if isinstance(self.hidden_channels, list)
+                          else [self.hidden_channels] * len(self.units))
 
         # === Layers ===
         conv = conv_class(self.rank)
@@ -218,7 +234,7 @@ class HyperbolicSegmenter(PresetMixin, SegmentationServing, keras.Model):
                         rank=self.rank,
                         kernel_size=self.kernel_size,
                         h=self.h,
-                        hidden_channels=self.hidden_channels,
+                        hidden_channels=hidden_of_unit[u],
                         normalization=normalization,
                         activation=activation,
                         name=f"unit{u}_block{j}",

@@ -10,11 +10,12 @@ job's (`segmentation_pipeline`):
 - Any size: frames are padded (reflect) to a multiple of the network's
   `input_multiple` along time, height and width, and the predictions cropped back.
 - Memory: the whole video is trained on when the network's estimated
-  training step (`profiling.training_step_estimate`) fits `memory_budget_mb`;
-  otherwise the longest temporal windows that fit are used, each window
-  holding at least one labelled frame, and the video is predicted in
-  half-overlapping windows whose class probabilities are blended (a tent
-  weight, highest at a window's centre).
+  training step (`profiling.training_step_estimate`) fits what the video's
+  arrays leave of `memory_budget_mb` (and a step convolves at most
+  `max_step_voxels`); otherwise crops in space and time (windows of whole
+  frames for a long video of small ones) that fit, drawn around labelled
+  pixels, and the video is predicted in half-overlapping tiles whose class
+  probabilities are blended (a tent weight, highest at a tile's centre).
 - Output is built in `<output>.partial` and renamed to `<output>` when done.
   A killed run leaves `<output>.partial` behind; the same call again resumes
   from its last backup (`BackupAndRestore`, every up to 30 steps).
@@ -146,9 +147,9 @@ def _describe_plan(pipeline, inputs, model, network, prepared, steps):
         f"  network    {type(model).__name__} ({network}), {model.count_params():,} parameters",
         f"  training   {steps} steps on {_training_text(plan)}: {plan['step_voxels']:,} voxels "
         f"a step (at most {plan['max_step_voxels']:,} without --crop)",
-        f"  memory     estimated step {plan['estimate_mb']:.0f} MB of the "
-        f"{plan['memory_budget_mb']:g} MB budget (whole video: "
-        f"{plan['whole_video_estimate_mb']:.0f} MB)",
+        f"  memory     estimated step {plan['estimate_mb']:.0f} MB and the video's arrays "
+        f"{plan['resident_mb']:.0f} MB, of the {plan['memory_budget_mb']:g} MB budget "
+        f"(whole-video step: {plan['whole_video_estimate_mb']:.0f} MB)",
         "  predict    " + ("the whole video at once" if plan["mode"] == "whole" else
                           f"{tiles} tile{'s' * (tiles > 1)} of {_x(plan['tile'])}, "
                           "half-overlapping, blended; "
@@ -287,8 +288,9 @@ def segment_video(input, labels, output, *, steps=None, network="hyperbolic", pr
             crop); default 300.
         network: "hyperbolic" (`HyperbolicSegmenter`) or "unet" (`BaselineUNet`).
         preset: the HyperbolicSegmenter preset (default "video_cpu").
-        memory_budget_mb: training-step memory to plan for (default 4096 MB):
-            the whole video when its step fits and convolves at most
+        memory_budget_mb: memory to plan for, TensorFlow itself aside (about
+            0.9 GB more; default 4096 MB): the video's arrays and one training
+            step, the whole video when its step fits and convolves at most
             `SEGMENT.max_step_voxels` voxels, else windows or crops that do
             (`segmentation_plan`).
         truth: masks of any frames (same forms as `labels`) to measure IoU on.

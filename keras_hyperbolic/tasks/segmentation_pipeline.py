@@ -11,7 +11,8 @@ iUNet task, `keras-hyperbolic segment` and the benchmarks run these stages:
 2. `prepare(model, video, targets, weights, budget_mb, max_voxels, crop)`:
    pads (reflect) to a multiple of the network's `input_multiple` along
    time, height and width, and plans (`segmentation_plan`): the whole video
-   when the network's estimated training step fits the budget and convolves
+   when the network's estimated training step fits what the video's arrays
+   leave of the budget and convolves
    at most `max_voxels` voxels, otherwise windows of whole frames or crops in
    space and time that do.
 3. `train(model, prepared, steps, learning_rate, run_dir)`: exactly `steps`
@@ -40,7 +41,7 @@ import tensorflow as tf
 from keras_hyperbolic import runtime
 from keras_hyperbolic.data import media
 from keras_hyperbolic.tasks.segmentation_plan import (  # noqa: F401  (the stages' interface)
-    BadCrop, BudgetTooSmall, crop_origins, largest_frames, plan_training)
+    BadCrop, BudgetTooSmall, crop_origins, largest_frames, plan_training, resident_mb)
 from keras_hyperbolic.tasks.segmentation_progress import StepProgress
 from keras_hyperbolic.training import standard_callbacks
 from keras_hyperbolic.validation import invalid
@@ -136,7 +137,8 @@ def prepare(model, video, targets, weights, budget_mb, max_voxels=None, crop=Non
         video: `(T, H, W, C)` float32 frames.
         targets: `(T, H, W)` class ids (read where `weights` > 0).
         weights: `(T, H, W)` per-pixel loss weights: 1 on the labelled pixels.
-        budget_mb: the training-step memory to plan for.
+        budget_mb: the memory to plan for: the video's arrays
+            (`segmentation_plan.resident_mb`) and one training step.
         max_voxels: the most voxels of one training step (default: `FULL`'s).
         crop: a crop size `(t, h, w)` to train on instead of the planned one.
 
@@ -157,8 +159,9 @@ def prepare(model, video, targets, weights, budget_mb, max_voxels=None, crop=Non
         targets=pad_reflect(np.asarray(targets, np.int32), pads), weights=padded_weights,
         size=size, multiple=multiple, labelled=labelled, plan={})
     max_voxels = FULL.max_step_voxels if max_voxels is None else max_voxels
+    resident = resident_mb(prepared.video.shape, getattr(model, "num_classes", 2))
     prepared.plan = plan_training(model, prepared.video.shape, multiple, budget_mb, max_voxels,
-                                  crop, size)
+                                  crop, size, resident)
     model.build((None,) + tuple(prepared.plan["crop"]) + prepared.video.shape[-1:])
     return prepared
 

@@ -2,9 +2,10 @@
 
 The plan is made before training from two numbers that do not depend on the
 machine's speed: the network's estimated training-step memory
-(`profiling.training_step_estimate`) against the memory budget, and the
-voxels a step convolves against `max_step_voxels` (the time of a step grows
-with them). The padded video `(T, H, W)` is trained on
+(`profiling.training_step_estimate`) against what the video's own arrays
+(`resident_mb`) leave of the memory budget, and the voxels a step convolves
+against `max_step_voxels` (the time of a step grows with them). The padded
+video `(T, H, W)` is trained on
 
 - whole, when both fit;
 - otherwise on crops of `(t, h, w)`, each side a multiple of the network's
@@ -18,7 +19,7 @@ input multiple and the input's size. Training crops are drawn around labelled
 pixels, one class after another (`crop_origins`): every crop holds a labelled
 frame, and the classes are drawn evenly however rare one is in the labels.
 Prediction covers the video with overlapping tiles, the largest water-filled
-ones (at least the crop) whose training step would fit the budget
+ones (at least the crop) whose training step would fit that remainder
 (`segmentation_pipeline.blend_tiles`).
 """
 
@@ -115,58 +116,86 @@ def mode_of(crop, padded):
     return "windows" if crop[1:] == padded[1:] else "crops"
 
 
-def plan_training(model, padded_shape, multiple, budget_mb, max_voxels, crop=None, size=None):
+def resident_mb(padded_shape, num_classes):
+    """MB of the arrays a run holds beside its steps, for a padded video `(T, H, W, C)`.
+
+    Per voxel: the video as read and padded (float32, twice), the labels'
+    targets and weights as given and padded (4 + 4 bytes, twice), and what
+    prediction accumulates (float32 probabilities of each class, the argmax
+    and its int32 copy). Measured on a 72 x 480 x 856 video, the process's
+    resident memory grew by less than this between start-up and the end of
+    prediction (`benchmarks/segment_scale.py`).
+    """
+    channels, voxels = padded_shape[-1], math.prod(padded_shape[:-1])
+    return voxels * (2 * 4 * channels + 2 * 8 + 4 * num_classes + 8 + 4) / 2**20
+
+
+def plan_training(model, padded_shape, multiple, budget_mb, max_voxels, crop=None, size=None,
+                  resident=0.0):
     """The plan of a video of `padded_shape` `(T, H, W, C)` (see the module docstring).
 
     Args:
         model: the 3D network (its estimates are made on copies of it).
         padded_shape: the padded video's shape.
         multiple: the network's input multiple.
-        budget_mb: the training-step memory to plan for.
+        budget_mb: the memory to plan for: the arrays of the video (`resident`)
+            plus one training step (or one batch of prediction tiles).
         max_voxels: the most voxels of one training step.
         crop: a crop size to use instead of choosing one (checked with `check_crop`).
         size: the video's `(T, H, W)` before padding (for the messages).
+        resident: MB of the arrays held beside the steps (`resident_mb`):
+            the steps plan for `budget_mb - resident`.
 
     Returns:
         A dict: `mode` ("whole", "windows" or "crops"), `crop` `[t, h, w]`,
         `window` (its frames), `step_voxels`, `estimate_mb` (the crop's step),
-        `whole_video_estimate_mb`, `memory_budget_mb`, `max_step_voxels`,
+        `whole_video_estimate_mb`, `memory_budget_mb`, `resident_mb`,
+        `step_budget_mb` (the budget less `resident`), `max_step_voxels`,
         `crop_given`, `tile` (the prediction's tiles: `_prediction_tile`) and
-        `predict_batch` (tiles predicted at once: as many as the budget holds
-        of their training steps, at most 8).
+        `predict_batch` (tiles predicted at once: as many as the step budget
+        holds of their training steps, at most 8).
 
     Raises:
-        BudgetTooSmall: not even a crop of `multiple` voxels a side fits the budget.
+        BudgetTooSmall: the video's arrays alone exceed the budget, or not even a
+            crop of `multiple` voxels a side fits what they leave of it.
         BadCrop: a given crop the network or the input cannot take.
     """
     channels, spatial = padded_shape[-1], tuple(int(s) for s in padded_shape[:-1])
     given = crop is not None
     estimate_mb = _estimator(model)
+    steps_mb = budget_mb - resident
+    if steps_mb <= 0:
+        raise BudgetTooSmall(
+            f"the memory budget of {budget_mb:g} MB is too small: the video's arrays alone "
+            f"(the frames, the labels and the prediction) take about {resident:.0f} MB; "
+            "raise --memory-budget or give a smaller video")
     whole = estimate_mb(spatial + (channels,))
     if crop is not None:
         crop = check_crop(crop, spatial, size or spatial, multiple)
-    elif whole <= budget_mb and math.prod(spatial) <= max_voxels:
+    elif whole <= steps_mb and math.prod(spatial) <= max_voxels:
         crop = spatial
     else:
         crop = largest_crop(spatial, multiple,
                             lambda c: math.prod(c) <= max_voxels
-                            and estimate_mb(c + (channels,)) <= budget_mb)
+                            and estimate_mb(c + (channels,)) <= steps_mb)
         if crop is None:
             smallest = water_fill(spatial, multiple)
             raise BudgetTooSmall(
                 f"the memory budget of {budget_mb:g} MB is too small: one training step on a "
                 f"crop of {' x '.join(map(str, smallest))} needs about "
-                f"{estimate_mb(smallest + (channels,)):.0f} MB (whole video: {whole:.0f} MB); "
-                "raise --memory-budget or give a smaller video")
+                f"{estimate_mb(smallest + (channels,)):.0f} MB (whole video: {whole:.0f} MB)"
+                + (f" beside the video's arrays ({resident:.0f} MB)" if resident else "")
+                + "; raise --memory-budget or give a smaller video")
     estimate = estimate_mb(crop + (channels,))
-    tile = _prediction_tile(spatial, crop, multiple, budget_mb,
+    tile = _prediction_tile(spatial, crop, multiple, steps_mb,
                             lambda c: estimate_mb(tuple(c) + (channels,)))
     tile_mb = estimate_mb(tile + (channels,))
     return {"mode": mode_of(crop, spatial), "crop": list(crop), "window": crop[0],
             "step_voxels": math.prod(crop), "estimate_mb": estimate,
             "whole_video_estimate_mb": whole, "memory_budget_mb": budget_mb,
+            "resident_mb": resident, "step_budget_mb": steps_mb,
             "max_step_voxels": max_voxels, "crop_given": given, "tile": list(tile),
-            "predict_batch": int(max(1, min(8, budget_mb // max(tile_mb, 1e-9))))}
+            "predict_batch": int(max(1, min(8, steps_mb // max(tile_mb, 1e-9))))}
 
 
 def _prediction_tile(spatial, crop, multiple, budget_mb, estimate_mb):

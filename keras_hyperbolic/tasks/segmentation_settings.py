@@ -43,9 +43,10 @@ class SegmentationSettings:
         preset: the `HyperbolicSegmenter` preset.
         unet_filters: the U-Net's channels at full resolution.
         unet_levels: the U-Net's downsamplings.
-        memory_budget_mb: estimated training-step memory to plan for: the whole
-            video when its step fits (and `max_step_voxels` holds it), else
-            crops that fit (`segmentation_plan`).
+        memory_budget_mb: memory to plan for, TensorFlow itself aside: the
+            video's arrays and the estimated training step; the whole video
+            when its step fits (and `max_step_voxels` holds it), else crops
+            that fit (`segmentation_plan`).
         max_step_voxels: the most voxels one training step convolves (the
             time of a step grows with them): a larger video trains on crops.
         frames, height, width: the main job's composed video.
