@@ -149,10 +149,13 @@ def run_one(input, labels, truth, network, output, steps, budget):
 
 def affine_kept(input, output):
     """For a NIfTI input: whether `masks.nii.gz` has the input's affine (None for a video)."""
-    if not input.endswith(".nii.gz"):
-        return None
     import nibabel
     import numpy as np
+
+    from keras_hyperbolic.data.nifti import is_nifti
+
+    if not is_nifti(input):
+        return None
 
     return bool(np.array_equal(nibabel.load(os.path.join(output, "masks.nii.gz")).affine,
                                nibabel.load(input).affine))

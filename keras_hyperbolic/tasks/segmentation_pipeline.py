@@ -159,7 +159,9 @@ def prepare(model, video, targets, weights, budget_mb, max_voxels=None, crop=Non
         targets=pad_reflect(np.asarray(targets, np.int32), pads), weights=padded_weights,
         size=size, multiple=multiple, labelled=labelled, plan={})
     max_voxels = FULL.max_step_voxels if max_voxels is None else max_voxels
-    resident = resident_mb(prepared.video.shape, getattr(model, "num_classes", 2))
+    # The classes from the output shape: the iUNet calls them `output_channels`.
+    resident = resident_mb(prepared.video.shape,
+                           model.compute_output_shape((1,) + prepared.video.shape)[-1])
     prepared.plan = plan_training(model, prepared.video.shape, multiple, budget_mb, max_voxels,
                                   crop, size, resident)
     model.build((None,) + tuple(prepared.plan["crop"]) + prepared.video.shape[-1:])

@@ -122,9 +122,9 @@ def resident_mb(padded_shape, num_classes):
     Per voxel: the video as read and padded (float32, twice), the labels'
     targets and weights as given and padded (4 + 4 bytes, twice), and what
     prediction accumulates (float32 probabilities of each class, the argmax
-    and its int32 copy). Measured on a 72 x 480 x 856 video, the process's
-    resident memory grew by less than this between start-up and the end of
-    prediction (`benchmarks/segment_scale.py`).
+    and its int32 copy). Counted from the shapes, not measured: with it the
+    DAVIS- and CT-size runs of `benchmarks/segment_scale.py` peaked within
+    the budget, TensorFlow included.
     """
     channels, voxels = padded_shape[-1], math.prod(padded_shape[:-1])
     return voxels * (2 * 4 * channels + 2 * 8 + 4 * num_classes + 8 + 4) / 2**20
