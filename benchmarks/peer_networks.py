@@ -15,8 +15,8 @@ A *spec* is a dict: `kind`, `rank`, `depth`, `shape` (channels last,
   (normalisation "none"): `y1 = x1 + F(x2)`, `y2 = x2 + G(y1)` in both.
 - "affine": memcnn's `AffineCoupling(F, G)` updates both halves,
   `y1 = x1 s(x2) + t(x2)`, `y2 = x2 s'(y1) + t'(y1)`; our `AffineCoupling`
-  updates the second half only, so one memcnn block is `HalfSwap`,
-  `AffineCoupling(F)`, `HalfSwap`, `AffineCoupling(G)` here. The adapter
+  updates one half, so one memcnn block is `AffineCoupling(F,
+  updated_half="first")`, `AffineCoupling(G)` here. The adapter
   `ScaleShift` gives memcnn our scale `exp(2 tanh(raw / 2))` from F's
   `[raw | t]` outputs.
 - "revlib": revlib's `ReversibleSequential(F1, G1, ..., Fn, Gn)`: each module
@@ -96,31 +96,6 @@ def coupling_weights(spec, seed=0):
 # === keras_hyperbolic ===
 
 
-@functools.lru_cache(maxsize=None)
-def _keras_layers():
-    import tensorflow as tf
-
-    from keras_hyperbolic.layers import InvertibleLayer
-
-    class HalfSwap(InvertibleLayer):
-        """`[a | b] -> [b | a]`: its own inverse; lets `AffineCoupling` update the first half."""
-
-        def __init__(self, **kwargs):
-            super().__init__(is_volume_preserving=True, **kwargs)
-
-        def call(self, x, training=None):
-            a, b = tf.split(x, 2, axis=-1)
-            return tf.concat([b, a], axis=-1)
-
-        def _inverse(self, y, training=None):
-            return self.call(y)
-
-        def _backward(self, y, dy, training=None, dlog_det=None):
-            return self.call(y), self.call(dy), []
-
-    return types.SimpleNamespace(HalfSwap=HalfSwap)
-
-
 def _coupling_functions(block):
     """Our block's F and G `ResidualFunction`s (G None for an affine block)."""
     return (block.network, None) if hasattr(block, "network") else (block.f, block.g)
@@ -135,8 +110,8 @@ def _assign_function(function, weights):
 
 
 def coupling_blocks(sequence):
-    """The coupling blocks of one of our stacks, in order (without the `HalfSwap`s)."""
-    return [b for b in sequence.blocks if type(b).__name__ != "HalfSwap"]
+    """The coupling blocks of one of our stacks, in order."""
+    return list(sequence.blocks)
 
 
 def keras_network(spec, memory_efficient, weights=None):
@@ -156,11 +131,9 @@ def keras_network(spec, memory_efficient, weights=None):
     blocks = []
     for _ in range(spec["depth"]):
         if spec["kind"] == "affine":
-            swap = _keras_layers().HalfSwap
-            for _ in range(2):
-                blocks += [swap(dtype=dtype),
-                           layers.AffineCoupling(rank, scale_bound=SCALE_BOUND,
-                                                 normalization="none", dtype=dtype)]
+            blocks += [layers.AffineCoupling(rank, scale_bound=SCALE_BOUND, updated_half=half,
+                                             normalization="none", dtype=dtype)
+                       for half in ("first", "second")]
         else:
             blocks.append(layers.AdditiveCoupling(rank, normalization="none", dtype=dtype))
     network = ReversibleSequence(blocks, memory_efficient=memory_efficient, dtype=dtype)

@@ -289,7 +289,7 @@ def _op_bytes(op):
     return total
 
 
-def training_step_estimate(model, input_shape, batch_size=1):
+def training_step_estimate(model, input_shape, batch_size=1, plain=False):
     """Estimated peak bytes of one training step (Adam) of `model` on an input of `input_shape`.
 
     No step is run. A copy of the model (from its config) is traced for the
@@ -311,6 +311,8 @@ def training_step_estimate(model, input_shape, batch_size=1):
         model: a Keras model whose config rebuilds it (the package's models).
         input_shape: the input shape without the batch axis.
         batch_size: the batch size of the step.
+        plain: estimate the step with every stack on plain autodiff
+            (`reversible.plain_autodiff`), as if none were memory-efficient.
 
     Returns:
         A dict of byte counts: `total_bytes`, `state_bytes` (weights, gradients,
@@ -323,7 +325,7 @@ def training_step_estimate(model, input_shape, batch_size=1):
     copy = type(model).from_config(model.get_config())
     copy.build(shape)
     stacks = [layer for layer in reversible_layers(copy) if layer is not copy]
-    efficient = [stack.name for stack in stacks if stack.memory_efficient]
+    efficient = [] if plain else [stack.name for stack in stacks if stack.memory_efficient]
     for stack in stacks:  # trace plain autodiff everywhere (read at call time)
         stack.memory_efficient = False
 

@@ -29,6 +29,7 @@ from layer_testing import (
         ),
         (AffineCoupling, {"rank": 1, "normalization": "instance"}, (2, 7, 6), "float64"),
         (AffineCoupling, {"rank": 3, "hidden_channels": 4}, (2, 3, 2, 4, 2), "float32"),
+        (AffineCoupling, {"rank": 2, "updated_half": "first"}, (2, 4, 3, 6), "float64"),
     ],
 )
 def test_battery(cls, kwargs, shape, dtype):
@@ -80,6 +81,22 @@ def test_affine_log_det_is_slogdet(rank, shape):
     np.testing.assert_allclose(y.numpy(), layer(x).numpy(), rtol=1e-12)
 
 
+def test_affine_first_half_is_the_second_with_the_halves_swapped():
+    """`updated_half="first"` is the default block conjugated by swapping the halves."""
+    first = AffineCoupling(rank=1, updated_half="first", dtype="float64")
+    second = AffineCoupling(rank=1, dtype="float64")
+    x = np.random.default_rng(4).standard_normal((2, 5, 4))
+    first(x), second(x)
+    second.set_weights(first.get_weights())
+    swap = lambda a: np.concatenate(np.split(np.asarray(a), 2, axis=-1)[::-1], axis=-1)  # noqa: E731
+    y = first(x).numpy()
+    np.testing.assert_allclose(y, swap(second(swap(x))), rtol=1e-12)
+    assert np.array_equal(y[..., 2:], x[..., 2:]) and not np.allclose(y[..., :2], x[..., :2])
+    np.testing.assert_allclose(first.log_det_jacobian(x), second.log_det_jacobian(swap(x)),
+                               rtol=1e-12)
+    assert AffineCoupling.from_config(first.get_config()).updated_half == "first"
+
+
 # === Fused backward ===
 # float32 tolerance: see FLOAT32_BACKWARD_RTOL in layer_testing.py (measured with
 # oneDNN on and off); float64 is exact to round-off on both paths.
@@ -92,6 +109,7 @@ def test_affine_log_det_is_slogdet(rank, shape):
         (AffineCoupling, {"rank": 1}, (3, 6, 4)),
         (AffineCoupling, {"rank": 2}, (2, 4, 3, 6)),
         (AffineCoupling, {"rank": 3, "normalization": "none"}, (2, 3, 2, 2, 2)),
+        (AffineCoupling, {"rank": 2, "updated_half": "first"}, (2, 4, 3, 6)),
     ],
 )
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -225,3 +243,8 @@ def test_residual_function(rank):
     np.testing.assert_array_equal(zero(np.ones(shape, "float32")).numpy(), 0.0)
     with pytest.raises(ValueError, match="inputs"):
         ResidualFunction(rank=rank)(np.zeros((2, 3), "float32"))
+
+
+def test_affine_updated_half_is_first_or_second():
+    with pytest.raises(ValueError, match=r"`updated_half`.*Received: updated_half='third'"):
+        AffineCoupling(rank=2, updated_half="third")

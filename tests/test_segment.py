@@ -155,8 +155,10 @@ def test_odd_sizes_pad_and_crop_back_in_crops_and_windows(mode, tmp_path):
 
 
 def test_windows_cover_the_video_and_hold_labels():
-    assert segmentation_pipeline.window_starts(10, 4) == [0, 2, 4, 6]
-    assert segmentation_pipeline.window_starts(11, 4) == [0, 2, 4, 6, 7]
+    assert segmentation_pipeline.window_starts(10, 4, overlap=0.5) == [0, 2, 4, 6]
+    assert segmentation_pipeline.window_starts(11, 4, overlap=0.5) == [0, 2, 4, 6, 7]
+    # A quarter: stride 6 of 8, the last window flush with the end.
+    assert segmentation_pipeline.window_starts(21, 8) == [0, 6, 12, 13]
     assert segmentation_pipeline.valid_window_starts(10, 4, [0, 9]) == [0, 6]
     padded = segmentation_pipeline.pad_reflect(np.arange(5)[:, None], [(0, 3), (0, 1)])
     np.testing.assert_array_equal(padded[:, 0], [0, 1, 2, 3, 4, 3, 2, 1])
@@ -640,6 +642,45 @@ def test_the_plan_counts_the_videos_arrays_against_the_budget():
         plan.plan_training(model, shape, 2, resident * 0.9, 10**9, resident=resident)
 
 
+def test_crops_train_on_plain_autodiff_where_that_step_fits(tmp_path, monkeypatch):
+    from keras_hyperbolic.reversible import ReversibleSequence, reversible_layers
+    from keras_hyperbolic.tasks import segmentation_plan as plan
+
+    model = _tiny_model()
+    shape = (8, 16, 16, 1)
+    whole = plan.plan_training(model, shape, 2, 4096.0, 10**9)
+    assert whole["mode"] == "whole" and whole["memory_efficient"]  # the whole video: the engine
+    crops = plan.plan_training(model, shape, 2, 4096.0, 600)
+    assert crops["mode"] == "crops" and not crops["memory_efficient"]
+    assert crops["estimate_mb"] == crops["plain_estimate_mb"] > crops["inversion_estimate_mb"]
+    # A budget that holds the crop's step by inversion but not on plain autodiff: the engine.
+    budget = (crops["plain_estimate_mb"] + crops["inversion_estimate_mb"]) / 2
+    tight = plan.plan_training(model, shape, 2, budget, 600)
+    assert tight["crop"] == crops["crop"] and tight["memory_efficient"]
+    assert tight["estimate_mb"] == tight["inversion_estimate_mb"] <= budget
+
+    # train() runs the plan's way (the engine's call is never traced) and leaves the model as built.
+    engine_calls = []
+    engine = ReversibleSequence._memory_efficient_call
+    monkeypatch.setattr(ReversibleSequence, "_memory_efficient_call",
+                        lambda self, *a, **k: engine_calls.append(1) or engine(self, *a, **k))
+    rng = np.random.default_rng(0)
+    video = rng.random(shape, np.float32)
+    targets = rng.integers(0, 2, shape[:3]).astype(np.int32)
+    weights = np.zeros(shape[:3], np.float32)
+    weights[2] = 1.0
+    for budget_mb, efficient in ((4096.0, False), (budget, True)):
+        model = _tiny_model()
+        prepared = segmentation_pipeline.prepare(model, video, targets, weights, budget_mb,
+                                                 max_voxels=600)
+        assert prepared.plan["memory_efficient"] is efficient
+        engine_calls.clear()
+        segmentation_pipeline.train(model, prepared, 2, 1e-3, str(tmp_path / f"run{efficient}"),
+                                    verbose=0)
+        assert bool(engine_calls) is efficient
+        assert all(stack.memory_efficient for stack in reversible_layers(model))
+
+
 def test_crops_hold_labelled_pixels_and_draw_the_classes_evenly():
     from keras_hyperbolic.tasks.segmentation_plan import crop_origins
 
@@ -740,7 +781,7 @@ def test_segment_prints_the_plan_then_progress_without_keras_bar(verbose, tmp_pa
                                                   "training", "memory", "predict"]
     assert "crops of 2 x 6 x 6 (--crop)" in plan[4] and "of the 4096 MB budget" in plan[5]
     # The budget holds the whole video's step: predicted in one tile, larger than the crops.
-    assert "1 tile of 6 x 14 x 12, half-overlapping, blended" in plan[6]
+    assert "1 tile of 6 x 14 x 12, overlapping by a quarter, blended" in plan[6]
     assert "measured: " in out and "estimated training time" in out
     assert "━" not in out and "step/step" not in out  # Keras's progress bar stays out
     if verbose == 2:

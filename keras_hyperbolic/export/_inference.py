@@ -5,9 +5,7 @@ What a model serves is the model's own business (`serving_endpoints`, see
 and its reversible stacks trace without their custom gradient.
 """
 
-import contextlib
-
-from keras_hyperbolic.reversible import reversible_layers
+from keras_hyperbolic.reversible import plain_autodiff  # noqa: F401 (the exporters trace under it)
 
 
 def check_model(model, name="model"):
@@ -27,21 +25,3 @@ def check_model(model, name="model"):
             f"Received: {name}={model!r}"
         )
     return model
-
-
-@contextlib.contextmanager
-def plain_autodiff(model):
-    """Traces the model's reversible stacks without their custom gradient.
-
-    Inference is the same map either way; the memory-efficient path only
-    changes how gradients are computed, and a `tf.custom_gradient` closure has
-    no business in a serving graph. The flags are restored afterwards.
-    """
-    stacks = [s for s in reversible_layers(model) if s.memory_efficient]
-    for stack in stacks:
-        stack.memory_efficient = False
-    try:
-        yield model
-    finally:
-        for stack in stacks:
-            stack.memory_efficient = True

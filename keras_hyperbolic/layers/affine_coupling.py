@@ -1,4 +1,4 @@
-"""Affine (RealNVP / Glow) coupling: `y1 = x1`, `y2 = x2 * exp(s(x1)) + t(x1)`."""
+"""Affine (RealNVP / Glow) coupling: `y1 = x1`, `y2 = x2 * exp(s(x1)) + t(x1)` (or the halves' roles swapped)."""
 
 import keras
 import tensorflow as tf
@@ -8,7 +8,9 @@ from keras_hyperbolic.layers.coupling import (
     check_function,
     split_halves,
 )
-from keras_hyperbolic.validation import check_finite_float
+from keras_hyperbolic.validation import check_finite_float, invalid
+
+UPDATED_HALVES = ("first", "second")
 
 
 @keras.saving.register_keras_serializable(package="keras_hyperbolic")
@@ -24,8 +26,10 @@ class AffineCoupling(BaseCoupling):
     The soft clamp keeps `|s| < scale_bound` (no overflowing `exp`) while
     `s ~ raw` for small values, so `zero_init=True` gives exactly the identity.
     The inverse is `x2 = (y2 - t) * exp(-s)` and
-    `log|det| = sum(s)` over all non-batch axes. Only the second half changes:
-    alternate with a channel permutation (e.g. `Invertible1x1Conv`) in a flow.
+    `log|det| = sum(s)` over all non-batch axes. Only the second half changes
+    (`updated_half="first"` swaps the roles: `y1 = x1 * exp(s(x2)) + t(x2)`,
+    `y2 = x2`): alternate the halves, or put a channel permutation (e.g.
+    `Invertible1x1Conv`) between blocks, so that every channel is updated.
 
     The network computes in the compute dtype (float16 under `mixed_float16`);
     `s` and `t` are cast to the stream dtype (float32) before the affine map.
@@ -40,6 +44,10 @@ class AffineCoupling(BaseCoupling):
     Args:
         rank: number of spatial axes, 1, 2 or 3.
         scale_bound: positive bound of `|s|` (default 2.0).
+        updated_half: "second" (default) or "first": the half that the affine
+            map changes; the other conditions it. Two blocks, "first" then
+            "second", update both halves as memcnn's `AffineCoupling` does,
+            without copying the channels into a new order in between.
         network: optional Keras layer mapping `(..., C)` to `(..., 2C)`
             (`[raw | t]`), used instead of the built-in `ResidualFunction`.
         **kwargs: the arguments of the built-in network, as in
@@ -67,10 +75,13 @@ class AffineCoupling(BaseCoupling):
     NVP" (2017); Kingma & Dhariwal, "Glow" (2018).
     """
 
-    def __init__(self, rank, *, scale_bound=2.0, network=None, **kwargs):
+    def __init__(self, rank, *, scale_bound=2.0, updated_half="second", network=None, **kwargs):
         # `kwargs`: the built-in network's arguments (see `BaseCoupling`) and Layer's.
+        if updated_half not in UPDATED_HALVES:
+            raise invalid("updated_half", updated_half, "'first' or 'second'")
         super().__init__(rank, **kwargs)
         self.scale_bound = check_finite_float(scale_bound, "scale_bound", positive=True)
+        self.updated_half = updated_half
         self._user_network = check_function(network, "network")
         self.network = self._user_network
 
@@ -80,6 +91,16 @@ class AffineCoupling(BaseCoupling):
         self.network = self._built_function(
             self.network, "network", half_shape, out_channels=2 * half_shape[-1]
         )
+
+    def _split(self, x):
+        """`(conditioning half, updated half)` of `x`."""
+        first, second = split_halves(x)
+        return (first, second) if self.updated_half == "second" else (second, first)
+
+    def _join(self, kept, updated):
+        """The inverse of `_split`."""
+        halves = [kept, updated] if self.updated_half == "second" else [updated, kept]
+        return tf.concat(halves, axis=-1)
 
     def _scale_shift(self, x1, training):
         """(s, t) in x1's dtype from the network's `[raw | t]`."""
@@ -91,30 +112,32 @@ class AffineCoupling(BaseCoupling):
     def _log_det(self, s):
         return tf.reduce_sum(tf.reshape(s, (tf.shape(s)[0], -1)), axis=-1)
 
+    # Below, x1 / y1 is the conditioning half and x2 / y2 the updated one (`_split`).
+
     def call(self, x, training=None):
-        x1, x2 = split_halves(x)
+        x1, x2 = self._split(x)
         s, t = self._scale_shift(x1, training)
-        return tf.concat([x1, x2 * tf.exp(s) + t], axis=-1)
+        return self._join(x1, x2 * tf.exp(s) + t)
 
     def _forward_and_log_det(self, x, training=None):
-        x1, x2 = split_halves(x)
+        x1, x2 = self._split(x)
         s, t = self._scale_shift(x1, training)
-        return tf.concat([x1, x2 * tf.exp(s) + t], axis=-1), self._log_det(s)
+        return self._join(x1, x2 * tf.exp(s) + t), self._log_det(s)
 
     def _inverse(self, y, training=None):
-        y1, y2 = split_halves(y)
+        y1, y2 = self._split(y)
         s, t = self._scale_shift(y1, training)
-        return tf.concat([y1, (y2 - t) * tf.exp(-s)], axis=-1)
+        return self._join(y1, (y2 - t) * tf.exp(-s))
 
     def _log_det_jacobian(self, x, training=None):
-        s, _ = self._scale_shift(split_halves(x)[0], training)
+        s, _ = self._scale_shift(self._split(x)[0], training)
         return self._log_det(s)
 
     def _backward(self, y, dy, training=None, dlog_det=None):
         # y2 = x2 e^s + t: dx2 = dy2 e^s, ds = dy2 (y2 - t) (+ dlog_det), dt = dy2,
         # dx1 = dy1 + (network's VJP at y1 = x1).
-        y1, y2 = split_halves(y)
-        dy1, dy2 = split_halves(dy)
+        y1, y2 = self._split(y)
+        dy1, dy2 = self._split(dy)
         net_vars = list(self.network.trainable_variables)
         with tf.GradientTape() as tape:
             tape.watch(y1)
@@ -131,14 +154,15 @@ class AffineCoupling(BaseCoupling):
             output_gradients=[ds, dy2],
             unconnected_gradients=tf.UnconnectedGradients.ZERO,
         )
-        dx = tf.concat([dy1 + grads[0], dy2 * scale], axis=-1)
-        x = tf.stop_gradient(tf.concat([y1, x2], axis=-1))
+        dx = self._join(dy1 + grads[0], dy2 * scale)
+        x = tf.stop_gradient(self._join(y1, x2))
         return x, dx, list(zip(net_vars, grads[1:]))
 
     def get_config(self):
         config = super().get_config()
         config.update(
             scale_bound=self.scale_bound,
+            updated_half=self.updated_half,
             network=None
             if self._user_network is None
             else keras.saving.serialize_keras_object(self._user_network),

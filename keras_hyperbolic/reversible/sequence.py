@@ -352,3 +352,22 @@ def _join_pair(halves):
 def reversible_layers(model):
     """Every `ReversibleSequence` in `model` (itself included, nested ones too), outermost first."""
     return [layer for layer in all_layers(model) if isinstance(layer, ReversibleSequence)]
+
+
+@contextlib.contextmanager
+def plain_autodiff(model):
+    """Runs (and traces) the model's memory-efficient stacks as plain autodiff; restores them after.
+
+    The flag is read when a stack is called, so a function traced inside
+    keeps plain autodiff. The outputs are the same map either way and the
+    gradients equal up to rounding (the engine's tests); what changes is what
+    a training step keeps (every activation) and costs (no rebuilding).
+    """
+    stacks = [s for s in reversible_layers(model) if s.memory_efficient]
+    for stack in stacks:
+        stack.memory_efficient = False
+    try:
+        yield model
+    finally:
+        for stack in stacks:
+            stack.memory_efficient = True

@@ -14,8 +14,8 @@ job's (`segmentation_pipeline`):
   arrays leave of `memory_budget_mb` (and a step convolves at most
   `max_step_voxels`); otherwise crops in space and time (windows of whole
   frames for a long video of small ones) that fit, drawn around labelled
-  pixels, and the video is predicted in half-overlapping tiles whose class
-  probabilities are blended (a tent weight, highest at a tile's centre).
+  pixels, and the video is predicted in tiles overlapping by a quarter, whose
+  class probabilities are blended (a tent weight, highest at a tile's centre).
 - Output is built in `<output>.partial` and renamed to `<output>` when done.
   A killed run leaves `<output>.partial` behind; the same call again resumes
   from its last backup (`BackupAndRestore`, every up to 30 steps).
@@ -133,6 +133,16 @@ def _training_text(plan):
             + " around labelled pixels, the classes in turn")
 
 
+def _engine_text(plan):
+    """How the steps get their gradients, in words."""
+    if plan["memory_efficient"]:
+        return "activations rebuilt by inversion"
+    if plan["inversion_estimate_mb"] < plan["plain_estimate_mb"]:
+        return (f"plain autodiff: it fits, and skips rebuilding; "
+                f"{plan['inversion_estimate_mb']:.0f} MB by inversion")
+    return "plain autodiff"
+
+
 def _describe_plan(pipeline, inputs, model, network, prepared, steps):
     """The plan block printed before training (the measured pace follows, from training)."""
     plan, video, volume = prepared.plan, inputs["video"], inputs["volume"]
@@ -147,12 +157,13 @@ def _describe_plan(pipeline, inputs, model, network, prepared, steps):
         f"  network    {type(model).__name__} ({network}), {model.count_params():,} parameters",
         f"  training   {steps} steps on {_training_text(plan)}: {plan['step_voxels']:,} voxels "
         f"a step (at most {plan['max_step_voxels']:,} without --crop)",
-        f"  memory     estimated step {plan['estimate_mb']:.0f} MB and the video's arrays "
+        f"  memory     estimated step {plan['estimate_mb']:.0f} MB ({_engine_text(plan)}) "
+        f"and the video's arrays "
         f"{plan['resident_mb']:.0f} MB, of the {plan['memory_budget_mb']:g} MB budget "
         f"(whole-video step: {plan['whole_video_estimate_mb']:.0f} MB)",
         "  predict    " + ("the whole video at once" if plan["mode"] == "whole" else
                           f"{tiles} tile{'s' * (tiles > 1)} of {_x(plan['tile'])}, "
-                          "half-overlapping, blended; "
+                          "overlapping by a quarter, blended; "
                           f"{plan['predict_batch']} at a time"),
     ]
     return "\n".join(lines)
@@ -361,7 +372,9 @@ def report(metrics, output):
         f"{metrics['network']}: {training['steps_this_run']} steps this run"
         + (" (resumed)" if training["resumed"] else "")
         + f", {training['seconds_per_step']:.2f} s/step; trained on {_training_text(training)}"
-        + f" (estimated step memory {training['estimate_mb']:.0f} MB); predicted in "
+        + f" (estimated step memory {training['estimate_mb']:.0f} MB, "
+        + ("activations rebuilt by inversion" if training.get("memory_efficient", True)
+           else "plain autodiff") + "); predicted in "
         f"{metrics['predict_seconds']:.0f} s",
     ]
     if metrics.get("ignored_label_pixels"):

@@ -21,12 +21,13 @@ iUNet task, `keras-hyperbolic segment` and the benchmarks run these stages:
    `compile_for_segmentation`, backed up every up to 30 steps so a killed
    run resumes; progress with an ETA (`segmentation_progress`).
 4. `predict(model, prepared)`: the labels of every frame, cropped back; from
-   windows or crops, the video is covered by half-overlapping tiles whose
-   class probabilities are blended by a tent weight (`blend_tiles`: highest
+   windows or crops, the video is covered by tiles overlapping by a quarter
+   (`TILE_OVERLAP`), whose class probabilities are blended by a tent weight (`blend_tiles`: highest
    at a tile's centre), predicted in batches.
 5. `write_label_outputs`, `write_metrics`: masks, animations, metrics.json.
 """
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -40,6 +41,7 @@ import tensorflow as tf
 
 from keras_hyperbolic import runtime
 from keras_hyperbolic.data import media
+from keras_hyperbolic.reversible import plain_autodiff
 from keras_hyperbolic.tasks.segmentation_plan import (  # noqa: F401  (the stages' interface)
     BadCrop, BudgetTooSmall, crop_origins, largest_frames, plan_training, resident_mb)
 from keras_hyperbolic.tasks.segmentation_progress import StepProgress
@@ -94,11 +96,18 @@ def valid_window_starts(length, window, labelled):
     return [s for s in range(length - window + 1) if any(s <= f < s + window for f in labelled)]
 
 
-def window_starts(length, window):
-    """Half-overlapping windows covering `[0, length)`, the last one flush with the end."""
+#: How much neighbouring prediction tiles overlap, a fraction of a tile along each axis: a
+#: quarter, as MONAI's sliding-window inference does by default. Half overlap (nnU-Net's)
+#: predicted every voxel of the DAVIS-size video 3.7 times instead of 1.8, for no better IoU
+#: (docs/guides/segment.md, "At the sizes people have").
+TILE_OVERLAP = 0.25
+
+
+def window_starts(length, window, overlap=TILE_OVERLAP):
+    """Windows overlapping by `overlap` of their length, covering `[0, length)`, the last flush with the end."""
     if window >= length:
         return [0]
-    stride = max(1, window // 2)
+    stride = max(1, window - int(window * overlap))
     starts = list(range(0, length - window + 1, stride))
     if starts[-1] != length - window:
         starts.append(length - window)
@@ -308,10 +317,15 @@ def train(model, prepared, steps, learning_rate, run_dir, seed=0, verbose=1, tim
     counter = StepCounter(time_budget)
     per_epoch = steps_per_backup(steps)
     progress = [StepProgress(steps, per_epoch, verbose)] if verbose else []
+    # Crops whose plain step fits the budget skip the engine's rebuilding (the plan's
+    # `memory_efficient`); the stacks are switched back afterwards, so the model saves as built.
+    engine = (contextlib.nullcontext() if prepared.plan.get("memory_efficient", True)
+              else plain_autodiff(model))
     start = time.perf_counter()
-    history = model.fit(data, steps_per_epoch=per_epoch, epochs=steps // per_epoch,
-                        shuffle=False, verbose=0,
-                        callbacks=[counter] + progress + standard_callbacks(run_dir))
+    with engine:
+        history = model.fit(data, steps_per_epoch=per_epoch, epochs=steps // per_epoch,
+                            shuffle=False, verbose=0,
+                            callbacks=[counter] + progress + standard_callbacks(run_dir))
     seconds = time.perf_counter() - start
     return {
         "steps": counter.steps_done,
@@ -336,15 +350,15 @@ def describe_training(result):
 
 
 def tile_corners(shape, tile):
-    """The corners of tiles of `tile` covering `shape`, half-overlapping along every axis."""
+    """The corners of tiles of `tile` covering `shape`, overlapping by `TILE_OVERLAP` along every axis."""
     return list(itertools.product(*(window_starts(n, t) for n, t in zip(shape, tile))))
 
 
 def blend_tiles(model, video, tile, batch_size=1):
     """Softmax probabilities `(*spatial, K)` of a padded video, from overlapping tiles.
 
-    The tiles (`tile_corners`: half-overlapping along every axis, the last
-    flush with the end) are predicted `batch_size` at a time, and each voxel's
+    The tiles (`tile_corners`: overlapping by `TILE_OVERLAP` along every
+    axis, the last flush with the end) are predicted `batch_size` at a time, and each voxel's
     probabilities are averaged over the tiles holding it, weighted by the
     product of the tents of its position in each (`tent`: highest at a tile's
     centre, where the network saw the most context). Any rank: `video` is
@@ -380,10 +394,11 @@ def predict(model, prepared):
     tiles (`blend_tiles`).
     """
     plan = prepared.plan
-    if plan["mode"] == "whole":
-        scores = model.predict(prepared.video[None], verbose=0)[0]  # logits: the same argmax
-    else:
-        scores = blend_tiles(model, prepared.video, plan["tile"], plan["predict_batch"])
+    with plain_autodiff(model):  # the same map; no custom-gradient wrapper to trace
+        if plan["mode"] == "whole":
+            scores = model.predict(prepared.video[None], verbose=0)[0]  # logits: the same argmax
+        else:
+            scores = blend_tiles(model, prepared.video, plan["tile"], plan["predict_batch"])
     return prepared.crop(np.argmax(scores, axis=-1).astype(np.int32))
 
 
