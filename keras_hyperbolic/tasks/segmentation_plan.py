@@ -18,11 +18,12 @@ A crop size can also be given (`crop`); it is checked against the network's
 input multiple and the input's size. Crops and windows train on plain
 autodiff when that step fits the budget too (`memory_efficient` False): a
 crop is small by design, so rebuilding its activations by inversion would
-save memory nobody needs, at about a fifth of the step's time (measured on
-the DAVIS-size plan). The whole video trains memory-efficiently. Training crops are drawn around labelled
-pixels, one class after another (`crop_origins`): every crop holds a labelled
-frame, and the classes are drawn evenly however rare one is in the labels.
-Prediction covers the video with overlapping tiles, the largest water-filled
+save memory nobody needs, at about a fifth of the step's time where oneDNN
+runs on AVX2 (measured on the DAVIS-size plan's crops; within noise with
+AVX-512). The whole video trains memory-efficiently. Training crops are
+drawn around labelled pixels, one class after another (`crop_origins`):
+every crop holds a labelled frame, and the classes are drawn evenly however
+rare one is in the labels. Prediction covers the video with overlapping tiles, the largest water-filled
 ones (at least the crop) whose training step would fit that remainder
 (`segmentation_pipeline.blend_tiles`).
 """
@@ -197,8 +198,9 @@ def plan_training(model, padded_shape, multiple, budget_mb, max_voxels, crop=Non
                 + (f" beside the video's arrays ({resident:.0f} MB)" if resident else "")
                 + "; raise --memory-budget or give a smaller video")
     inversion = estimate_mb(crop + (channels,))
-    plain = _estimator(model, plain=True)(crop + (channels,))
-    efficient = _trains_by_inversion(model) and (crop == spatial or plain > steps_mb)
+    reversible = _trains_by_inversion(model)
+    plain = _estimator(model, plain=True)(crop + (channels,)) if reversible else inversion
+    efficient = reversible and (crop == spatial or plain > steps_mb)
     estimate = inversion if efficient else plain
     tile = _prediction_tile(spatial, crop, multiple, steps_mb,
                             lambda c: estimate_mb(tuple(c) + (channels,)))
