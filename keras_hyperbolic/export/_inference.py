@@ -1,11 +1,9 @@
-"""What every exporter checks and switches before tracing a model. Not public.
+"""What every exporter checks before tracing a model. Not public.
 
 What a model serves is the model's own business (`serving_endpoints`, see
-`keras_hyperbolic.models.serving`); here: the model is a built Keras model,
-and its reversible stacks trace without their custom gradient.
+`keras_hyperbolic.models.serving`); here: the model is a built Keras model.
+The exporters trace it under `reversible.plain_autodiff`.
 """
-
-from keras_hyperbolic.reversible import plain_autodiff  # noqa: F401 (the exporters trace under it)
 
 
 def check_model(model, name="model"):

@@ -10,9 +10,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hyperbolic.export import serving_config, warmup
-from keras_hyperbolic.export._inference import check_model, plain_autodiff
+from keras_hyperbolic.export._inference import check_model
 from keras_hyperbolic.export.signatures import endpoints as model_endpoints
 from keras_hyperbolic.export.signatures import model_family
+from keras_hyperbolic.reversible import plain_autodiff
 
 METADATA_FILE = "keras_hyperbolic.json"
 
@@ -184,7 +185,7 @@ def write_signatures(model, endpoints, path):
     module = tf.Module()
     module.model_variables = [getattr(v, "_value", v) for v in model.variables]
     concrete = {}
-    with plain_autodiff(model):
+    with plain_autodiff(model):  # a custom-gradient closure has no place in a serving graph
         for name, endpoint in endpoints.items():
             function = tf.function(endpoint.function, input_signature=endpoint.input_specs)
             setattr(module, name, function)

@@ -1,4 +1,4 @@
-"""Affine (RealNVP / Glow) coupling: `y1 = x1`, `y2 = x2 * exp(s(x1)) + t(x1)` (or the halves' roles swapped)."""
+"""Affine (RealNVP / Glow) coupling: `y1 = x1`, `y2 = x2 exp(s(x1)) + t(x1)` (or halves swapped)."""
 
 import keras
 import tensorflow as tf

@@ -133,14 +133,17 @@ def _training_text(plan):
             + " around labelled pixels, the classes in turn")
 
 
+def _engine_name(plan):
+    """How the steps get their gradients, in two or four words."""
+    return "activations rebuilt by inversion" if plan["memory_efficient"] else "plain autodiff"
+
+
 def _engine_text(plan):
-    """How the steps get their gradients, in words."""
-    if plan["memory_efficient"]:
-        return "activations rebuilt by inversion"
-    if plan["inversion_estimate_mb"] < plan["plain_estimate_mb"]:
-        return (f"plain autodiff: it fits, and skips rebuilding; "
-                f"{plan['inversion_estimate_mb']:.0f} MB by inversion")
-    return "plain autodiff"
+    """`_engine_name`, and for plain autodiff chosen over the engine, why and what it would take."""
+    if plan["memory_efficient"] or plan["inversion_estimate_mb"] >= plan["plain_estimate_mb"]:
+        return _engine_name(plan)
+    return (f"plain autodiff: it fits, and skips rebuilding; "
+            f"{plan['inversion_estimate_mb']:.0f} MB by inversion")
 
 
 def _describe_plan(pipeline, inputs, model, network, prepared, steps):
@@ -373,8 +376,7 @@ def report(metrics, output):
         + (" (resumed)" if training["resumed"] else "")
         + f", {training['seconds_per_step']:.2f} s/step; trained on {_training_text(training)}"
         + f" (estimated step memory {training['estimate_mb']:.0f} MB, "
-        + ("activations rebuilt by inversion" if training.get("memory_efficient", True)
-           else "plain autodiff") + "); predicted in "
+        + _engine_name(training) + "); predicted in "
         f"{metrics['predict_seconds']:.0f} s",
     ]
     if metrics.get("ignored_label_pixels"):

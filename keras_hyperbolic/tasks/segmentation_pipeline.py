@@ -22,8 +22,8 @@ iUNet task, `keras-hyperbolic segment` and the benchmarks run these stages:
    run resumes; progress with an ETA (`segmentation_progress`).
 4. `predict(model, prepared)`: the labels of every frame, cropped back; from
    windows or crops, the video is covered by tiles overlapping by a quarter
-   (`TILE_OVERLAP`), whose class probabilities are blended by a tent weight (`blend_tiles`: highest
-   at a tile's centre), predicted in batches.
+   (`TILE_OVERLAP`), whose class probabilities are blended by a tent weight
+   (`blend_tiles`: highest at a tile's centre), predicted in batches.
 5. `write_label_outputs`, `write_metrics`: masks, animations, metrics.json.
 """
 
@@ -104,7 +104,7 @@ TILE_OVERLAP = 0.25
 
 
 def window_starts(length, window, overlap=TILE_OVERLAP):
-    """Windows overlapping by `overlap` of their length, covering `[0, length)`, the last flush with the end."""
+    """Windows overlapping by `overlap` of their length covering `[0, length)`, the last flush."""
     if window >= length:
         return [0]
     stride = max(1, window - int(window * overlap))
@@ -319,7 +319,7 @@ def train(model, prepared, steps, learning_rate, run_dir, seed=0, verbose=1, tim
     progress = [StepProgress(steps, per_epoch, verbose)] if verbose else []
     # Crops whose plain step fits the budget skip the engine's rebuilding (the plan's
     # `memory_efficient`); the stacks are switched back afterwards, so the model saves as built.
-    engine = (contextlib.nullcontext() if prepared.plan.get("memory_efficient", True)
+    engine = (contextlib.nullcontext() if prepared.plan["memory_efficient"]
               else plain_autodiff(model))
     start = time.perf_counter()
     with engine:
@@ -350,7 +350,7 @@ def describe_training(result):
 
 
 def tile_corners(shape, tile):
-    """The corners of tiles of `tile` covering `shape`, overlapping by `TILE_OVERLAP` along every axis."""
+    """Corners of tiles of `tile` covering `shape`, overlapping by `TILE_OVERLAP` on every axis."""
     return list(itertools.product(*(window_starts(n, t) for n, t in zip(shape, tile))))
 
 
@@ -358,8 +358,8 @@ def blend_tiles(model, video, tile, batch_size=1):
     """Softmax probabilities `(*spatial, K)` of a padded video, from overlapping tiles.
 
     The tiles (`tile_corners`: overlapping by `TILE_OVERLAP` along every
-    axis, the last flush with the end) are predicted `batch_size` at a time, and each voxel's
-    probabilities are averaged over the tiles holding it, weighted by the
+    axis, the last flush with the end) are predicted `batch_size` at a
+    time, and each voxel's probabilities are averaged over the tiles holding it, weighted by the
     product of the tents of its position in each (`tent`: highest at a tile's
     centre, where the network saw the most context). Any rank: `video` is
     `(*spatial, C)` and `tile` has one size per spatial axis.

@@ -23,9 +23,9 @@ runs on AVX2 (measured on the DAVIS-size plan's crops; within noise with
 AVX-512). The whole video trains memory-efficiently. Training crops are
 drawn around labelled pixels, one class after another (`crop_origins`):
 every crop holds a labelled frame, and the classes are drawn evenly however
-rare one is in the labels. Prediction covers the video with overlapping tiles, the largest water-filled
-ones (at least the crop) whose training step would fit that remainder
-(`segmentation_pipeline.blend_tiles`).
+rare one is in the labels. Prediction covers the video with overlapping
+tiles, the largest water-filled ones (at least the crop) whose training
+step would fit that remainder (`segmentation_pipeline.blend_tiles`).
 """
 
 import math
