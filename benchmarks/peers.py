@@ -70,9 +70,13 @@ SHAPES = {2: (4, 64, 64, 32), 3: (2, 16, 16, 16, 32)}
 IUNET_SHAPE = (2, 32, 32, 32, 16)
 
 
-def rows(quick, ranks=(2, 3)):
+#: The rows' network kinds: memcnn's two coupling stacks, revlib's sequence, iunets' iUNet.
+KINDS = ("additive", "affine", "revlib", "iunet")
+
+
+def rows(quick, ranks=(2, 3), depths=None):
     """The configurations: (peer, spec) pairs; memcnn's stacks in the spatial `ranks`."""
-    depths = (2, 4) if quick else (8, 32)
+    depths = depths or ((2, 4) if quick else (8, 32))
     out = []
     for kind in ("additive", "affine"):
         for rank in ranks:
@@ -298,19 +302,31 @@ COLUMNS = (("ours", True), ("peer", True), ("ours", False), ("peer", False))
 
 
 def measure_row(peer, spec, args):
+    """The four columns of one row, each in its own process; with `--rounds` N, N turns of them.
+
+    Turns alternate the columns (ours, peer, ours plain, peer plain, ours, ...), so
+    that a slow minute of a shared machine falls on all of them alike; a cell's
+    time is then the median of its turns' medians (each turn's in `round_seconds`).
+    """
+    turns = {column: [] for column in COLUMNS}
+    for turn in range(args.rounds):
+        for side, saving in COLUMNS:
+            job = {"side": side, "saving": saving, "peer": peer, "spec": spec,
+                   "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup,
+                   "memory_samples": args.memory_samples}
+            result = run_job(job)
+            turns[(side, saving)].append(result)
+            samples = result.get("peak_samples")
+            spread = "" if not samples else " (graphs: " + ", ".join(
+                f"{(b - a) / 2**20:.1f}" for a, b in zip(samples["small"], samples["large"])) + ")"
+            print(f"  {label(peer, spec)} | {side} {'saving' if saving else 'plain'}"
+                  f"{f' (turn {turn + 1})' if args.rounds > 1 else ''}: "
+                  f"{result['seconds']:.3f} s, {result['activation_bytes'] / 2**20:.1f} MB{spread}, "
+                  f"{result['parameters']:,} parameters", file=sys.stderr, flush=True)
     results = {}
-    for side, saving in COLUMNS:
-        job = {"side": side, "saving": saving, "peer": peer, "spec": spec, "threads": args.threads,
-               "repeats": args.repeats, "warmup": args.warmup,
-               "memory_samples": args.memory_samples}
-        result = run_job(job)
-        results[(side, saving)] = result
-        samples = result.get("peak_samples")
-        spread = "" if not samples else " (graphs: " + ", ".join(
-            f"{(b - a) / 2**20:.1f}" for a, b in zip(samples["small"], samples["large"])) + ")"
-        print(f"  {label(peer, spec)} | {side} {'saving' if saving else 'plain'}: "
-              f"{result['seconds']:.3f} s, {result['activation_bytes'] / 2**20:.1f} MB{spread}, "
-              f"{result['parameters']:,} parameters", file=sys.stderr, flush=True)
+    for column, done in turns.items():
+        results[column] = {**done[0], "round_seconds": [r["seconds"] for r in done],
+                           "seconds": statistics.median(r["seconds"] for r in done)}
     return results
 
 
@@ -354,6 +370,12 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of both frameworks")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps (default 5; quick 2)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="turns of each row's four processes, alternated (time: median of turns)")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
+                        help="the rows to run, by network kind")
+    parser.add_argument("--depths", nargs="+", type=int, default=None,
+                        help="the coupling stacks' depths (default 8 32; quick 2 4)")
     parser.add_argument("--memory-samples", type=int, default=3,
                         help="TensorFlow graphs traced for the memory (median of their growths)")
     parser.add_argument("--json", default="benchmark_peers.json", help="where to write the results")
@@ -361,10 +383,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         return worker(json.loads(args.worker))
-    if (args.threads < 1 or args.warmup < 0 or args.memory_samples < 1
-            or (args.repeats is not None and args.repeats < 1)):
-        parser.error(f"--threads, --repeats and --memory-samples must be >= 1 and --warmup >= 0 "
-                     f"(got {args.threads}, {args.repeats}, {args.memory_samples}, {args.warmup})")
+    if (args.threads < 1 or args.warmup < 0 or args.memory_samples < 1 or args.rounds < 1
+            or (args.repeats is not None and args.repeats < 1)
+            or (args.depths is not None and min(args.depths) < 1)):
+        parser.error(f"--threads, --repeats, --rounds, --depths and --memory-samples must be >= 1 "
+                     f"and --warmup >= 0 (got {args.threads}, {args.repeats}, {args.rounds}, "
+                     f"{args.depths}, {args.memory_samples}, {args.warmup})")
     args.repeats = args.repeats or (2 if args.quick else 5)
     env = environment()
     print(f"CPU: {env['cpu']} ({env['cores']} logical CPUs); threads per framework: "
@@ -375,18 +399,27 @@ def main(argv=None):
         if peer in missing:
             print(f"skipped {peer}: {missing[peer]} is not installed (install the peers with "
                   f"`{INSTALL}`)")
-    chosen = [(p, s) for p, s in rows(args.quick, args.ranks)
-              if p in args.peers and p not in missing]
+    chosen = [(p, s) for p, s in rows(args.quick, args.ranks, args.depths)
+              if p in args.peers and p not in missing and s["kind"] in args.kinds]
     if not chosen:
         return
     measured = [(peer, spec, measure_row(peer, spec, args)) for peer, spec in chosen]
-    print(f"\nOne training step (SGD), median of {args.repeats} after {args.warmup} warm-up steps; "
+    turns = f" in each of {args.rounds} alternated turns, the median of those" if args.rounds > 1 else ""
+    print(f"\nOne training step (SGD), median of {args.repeats} after {args.warmup} warm-up steps"
+          f"{turns}; "
           "activation memory = growth of the peak of live tensors (requests >= 256 KiB) from the "
           "input shown to one with its last spatial axis doubled. Each cell: time, memory; "
           "ratios ours / peer (below 1: ours is faster / smaller).")
     print("\n".join(table(measured)))
+    if args.rounds > 1:
+        print("\nOurs / peer, memory-efficient against memory saving, turn by turn:")
+        for peer, spec, r in measured:
+            ratios = [a / b for a, b in zip(r[("ours", True)]["round_seconds"],
+                                            r[("peer", True)]["round_seconds"])]
+            print(f"  {label(peer, spec)}: " + ", ".join(f"{q:.2f}" for q in ratios))
     with open(args.json, "w") as handle:
         json.dump({"environment": env, "repeats": args.repeats, "warmup": args.warmup,
+                   "rounds": args.rounds,
                    "rows": [{"peer": p, "spec": s, "results": {f"{k[0]}_{'saving' if k[1] else 'plain'}": v
                                                                for k, v in r.items()}}
                             for p, s, r in measured]}, handle, indent=1)

@@ -8,6 +8,7 @@ thing against the segmenter as it was (`video_cpu` with weight norm, flips only)
 
   --cfg '{"normalization": "layer"}'   a HyperbolicSegmenter setting (any constructor argument)
   --shift                              random circular time shifts beside the flips
+  --space-shift                        random circular shifts of height and width too
   --loss ce_dice                       cross-entropy plus soft Dice (both on the labelled pixels)
   --head 32                            a nonlinear closing head (1x1 conv, ReLU, 1x1 conv)
   --clip 1.0 / --warmup 30             gradient clipping / linear warm-up
@@ -79,6 +80,10 @@ def dataset(args, video, y):
         if args.shift:
             shift = tf.random.uniform((), 0, tf.shape(x)[1], tf.int32)
             x, y = tf.roll(x, shift, 1), tf.roll(y, shift, 1)
+        if args.space_shift:
+            for axis in (2, 3):
+                shift = tf.random.uniform((), 0, tf.shape(x)[axis], tf.int32)
+                x, y = tf.roll(x, shift, axis), tf.roll(y, shift, axis)
         return x, y
 
     return tf.data.Dataset.from_tensors((video[None], y[None])).repeat().map(augment).prefetch(2)
@@ -110,7 +115,8 @@ def run(args, config, rate, data):
                                                           verbose=0)).numpy(), f)
                    for f in flips) / 8
         extra["tta_mean_iou"] = segmentation_iou(masks, np.argmax(mean[0], -1))["mean_iou"]
-    return {"config": config, "shift": args.shift, "loss": args.loss, "head": args.head,
+    return {"config": config, "shift": args.shift, "space_shift": args.space_shift,
+            "loss": args.loss, "head": args.head,
             "clip": args.clip, "warmup": args.warmup, "ema": args.ema, "network": args.net,
             "learning_rate": rate, **segmentation_iou(masks, labels),
             "labelled_frames_mean_iou": segmentation_iou(masks[labelled],
@@ -126,6 +132,8 @@ def main():
     parser.add_argument("--cfg", default="{}", help="JSON: constructor arguments to change")
     parser.add_argument("--rates", nargs="+", type=float, default=[1e-3, 3e-3, 9e-3])
     parser.add_argument("--shift", action="store_true", help="random circular time shifts")
+    parser.add_argument("--space-shift", action="store_true",
+                        help="random circular shifts of height and width (after the time shift)")
     parser.add_argument("--loss", choices=("ce", "ce_dice"), default="ce")
     parser.add_argument("--head", type=int, default=0)
     parser.add_argument("--clip", type=float, default=None)
@@ -149,7 +157,8 @@ def main():
         with open(args.json, "a") as handle:
             handle.write(json.dumps(result) + "\n")
         frames = " ".join(f"{v:.0f}" for v in result["per_frame_positive_iou"])
-        print(f"{args.net} {args.cfg} shift={args.shift} loss={args.loss} head={args.head} "
+        print(f"{args.net} {args.cfg} shift={args.shift} space_shift={args.space_shift} "
+              f"loss={args.loss} head={args.head} "
               f"lr {rate:g}: mean IoU {result['mean_iou']:.1f} (labelled frames "
               f"{result['labelled_frames_mean_iou']:.1f}); positive IoU per frame: {frames}"
               + (f"; with flips averaged {result['tta_mean_iou']:.1f}" if args.tta else ""),

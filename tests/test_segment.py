@@ -705,6 +705,27 @@ def test_crops_hold_labelled_pixels_and_draw_the_classes_evenly():
     assert not np.array_equal(origins, crop_origins(targets, weights, crop, 600, seed=5))
 
 
+@pytest.mark.parametrize("shape", [(6, 8, 10), (5, 9)])
+def test_augment_moves_video_masks_and_weights_together_along_every_axis(shape):
+    """Each voxel of the video carries its own index: the masks and weights must follow it."""
+    import tensorflow as tf
+
+    tf.random.set_seed(3)
+    index = np.arange(np.prod(shape), dtype=np.float32).reshape((1,) + shape)
+    x, y, w = index[..., None], index.astype(np.int32), index + 0.5
+    seen = [set() for _ in shape]
+    for _ in range(40):
+        xa, ya, wa = (np.asarray(t) for t in segmentation_pipeline.augment(x, y, w))
+        assert xa.shape == x.shape and sorted(xa.ravel()) == sorted(x.ravel())
+        np.testing.assert_array_equal(ya, xa[..., 0].astype(np.int32))
+        np.testing.assert_array_equal(wa, xa[..., 0] + 0.5)
+        # Where index 0 went: every position along every axis is reached (shifts), not just ends.
+        where = np.argwhere(xa[0, ..., 0] == 0)[0]
+        for axis, position in enumerate(where):
+            seen[axis].add(int(position))
+    assert all(len(positions) > 2 for positions in seen)
+
+
 class _Softmaxed:
     """A stand-in network whose logits are its input: blending must give back the input."""
 

@@ -181,22 +181,25 @@ def prepare(model, video, targets, weights, budget_mb, max_voxels=None, crop=Non
 
 
 def augment(x, y, w):
-    """Random flips of time and space and a random circular shift in time.
+    """Random flips and a random circular shift along every axis (time and space).
 
-    The weights move with the frames they label. The shift matters most: with
-    labels on a few frames at fixed places, a network can fit them by where
-    they are in the video (their distance to its first and last frame, their
-    phase in the poolings) instead of by what they show, and then segments the
-    other frames badly; shifted, a labelled frame is seen at every place
-    (measured, `benchmarks/segmentation_suite.py` and docs/guides/networks.md).
+    The weights move with the frames they label. The time shift matters most:
+    with labels on a few frames at fixed places, a network can fit them by
+    where they are in the video (their distance to its first and last frame,
+    their phase in the poolings) instead of by what they show, and then
+    segments the other frames badly; shifted, a labelled frame is seen at every
+    place. The spatial shifts show each object at every phase of the 2 x 2 and
+    4 x 4 grids that the poolings cut space into, as the moving objects of the
+    unlabelled frames are (measured: docs/guides/networks.md).
     """
     rank = len(x.shape) - 2
     for axis in range(1, rank + 1):
         flip = tf.random.uniform(()) < 0.5
         x, y, w = (tf.cond(flip, lambda t=t: tf.reverse(t, [axis]), lambda t=t: t)
                    for t in (x, y, w))
-    shift = tf.random.uniform((), 0, tf.shape(x)[1], tf.int32)
-    return tuple(tf.roll(t, shift, axis=1) for t in (x, y, w))
+        shift = tf.random.uniform((), 0, tf.shape(x)[axis], tf.int32)
+        x, y, w = (tf.roll(t, shift, axis=axis) for t in (x, y, w))
+    return x, y, w
 
 
 def video_dataset(video, masks, weights, flips=True):

@@ -53,13 +53,13 @@ class SegmentationSettings:
     """
 
     # 16 frames of 48 x 48 (labels on frames 1, 7, 15), 300 steps per network: the README's
-    # first command took 4.5 minutes on 2 Xeon cores (6.5 with oneDNN held to AVX2; README).
+    # first command took 4.6 minutes on 2 Xeon cores (6.2 with oneDNN held to AVX2; README).
     steps: int = 300
     # Rates of both networks from their own sweeps on benchmarks/segmentation_suite.py (300
-    # steps, random flips and time shifts; docs/guides/networks.md, "Several videos"): the
-    # segmenter (`video_cpu`: width 12, instance norm) reached 94.0 / 94.8 / 93.1 mean IoU at
-    # 1e-3 / 3e-3 / 9e-3 on the main job's video (seed 0); the U-Net did better at 1e-3 than
-    # at 3e-3 on every case (main video over 5 seeds 96.9 against 95.2).
+    # steps, random flips and circular shifts; docs/guides/networks.md, "Several videos"): on
+    # the main job's video (seed 0) the segmenter (`video_cpu`) reached 94.1 / 94.9 / 93.2 mean
+    # IoU at 1e-3 / 3e-3 / 9e-3, the U-Net 93.2 / 95.3 / 93.8 at 3.3e-4 / 1e-3 / 3e-3; with time
+    # shifts only, the U-Net did better at 1e-3 than at 3e-3 on every case of the suite.
     learning_rate: float = 3e-3
     unet_learning_rate: float = 1e-3
     preset: str = "video_cpu"
