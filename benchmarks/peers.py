@@ -42,8 +42,10 @@ is not installed is skipped with one line.
 Run on otherwise idle cores: with the cores shared, torch's OpenMP threads
 slowed down up to 10x here (measured), TensorFlow's far less.
 
-Run:  python benchmarks/peers.py            (the table; roughly an hour on 2 cores)
+Run:  python benchmarks/peers.py            (the table; 16 minutes on 2 idle Xeon cores)
       python benchmarks/peers.py --quick    (small depths, a smoke test, about 15 minutes)
+      python benchmarks/peers.py --peers memcnn --kinds affine --ranks 3 --depths 32 --rounds 5
+                                            (one row in five alternated turns, 11 minutes)
 """
 
 import argparse
@@ -306,7 +308,8 @@ def measure_row(peer, spec, args):
 
     Turns alternate the columns (ours, peer, ours plain, peer plain, ours, ...), so
     that a slow minute of a shared machine falls on all of them alike; a cell's
-    time is then the median of its turns' medians (each turn's in `round_seconds`).
+    time is then the median of its turns' medians (each turn's in `round_seconds`),
+    its memory the first turn's (it repeats exactly from turn to turn).
     """
     turns = {column: [] for column in COLUMNS}
     for turn in range(args.rounds):
