@@ -322,9 +322,10 @@ def measure_row(peer, spec, args):
             samples = result.get("peak_samples")
             spread = "" if not samples else " (graphs: " + ", ".join(
                 f"{(b - a) / 2**20:.1f}" for a, b in zip(samples["small"], samples["large"])) + ")"
+            megabytes = result["activation_bytes"] / 2**20
             print(f"  {label(peer, spec)} | {side} {'saving' if saving else 'plain'}"
                   f"{f' (turn {turn + 1})' if args.rounds > 1 else ''}: "
-                  f"{result['seconds']:.3f} s, {result['activation_bytes'] / 2**20:.1f} MB{spread}, "
+                  f"{result['seconds']:.3f} s, {megabytes:.1f} MB{spread}, "
                   f"{result['parameters']:,} parameters", file=sys.stderr, flush=True)
     results = {}
     for column, done in turns.items():
@@ -374,7 +375,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None, help="timed steps (default 5; quick 2)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="turns of each row's four processes, alternated (time: median of turns)")
+                        help="turns of each row's four processes, alternated "
+                             "(time: the median of the turns)")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
                         help="the rows to run, by network kind")
     parser.add_argument("--depths", nargs="+", type=int, default=None,
@@ -407,7 +409,8 @@ def main(argv=None):
     if not chosen:
         return
     measured = [(peer, spec, measure_row(peer, spec, args)) for peer, spec in chosen]
-    turns = f" in each of {args.rounds} alternated turns, the median of those" if args.rounds > 1 else ""
+    turns = (f" in each of {args.rounds} alternated turns, the median of those"
+             if args.rounds > 1 else "")
     print(f"\nOne training step (SGD), median of {args.repeats} after {args.warmup} warm-up steps"
           f"{turns}; "
           "activation memory = growth of the peak of live tensors (requests >= 256 KiB) from the "

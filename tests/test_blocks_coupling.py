@@ -88,7 +88,10 @@ def test_affine_first_half_is_the_second_with_the_halves_swapped():
     x = np.random.default_rng(4).standard_normal((2, 5, 4))
     first(x), second(x)
     second.set_weights(first.get_weights())
-    swap = lambda a: np.concatenate(np.split(np.asarray(a), 2, axis=-1)[::-1], axis=-1)  # noqa: E731
+
+    def swap(a):  # the two channel halves exchanged
+        return np.concatenate(np.split(np.asarray(a), 2, axis=-1)[::-1], axis=-1)
+
     y = first(x).numpy()
     np.testing.assert_allclose(y, swap(second(swap(x))), rtol=1e-12)
     assert np.array_equal(y[..., 2:], x[..., 2:]) and not np.allclose(y[..., :2], x[..., :2])

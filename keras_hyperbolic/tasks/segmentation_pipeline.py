@@ -361,11 +361,11 @@ def blend_tiles(model, video, tile, batch_size=1):
     """Softmax probabilities `(*spatial, K)` of a padded video, from overlapping tiles.
 
     The tiles (`tile_corners`: overlapping by `TILE_OVERLAP` along every
-    axis, the last flush with the end) are predicted `batch_size` at a
-    time, and each voxel's probabilities are averaged over the tiles holding it, weighted by the
-    product of the tents of its position in each (`tent`: highest at a tile's
-    centre, where the network saw the most context). Any rank: `video` is
-    `(*spatial, C)` and `tile` has one size per spatial axis.
+    axis, the last flush with the end) are predicted `batch_size` at a time,
+    and each voxel's probabilities are averaged over the tiles holding it,
+    weighted by the product of the tents of its position in each (`tent`:
+    highest at a tile's centre, where the network saw the most context). Any
+    rank: `video` is `(*spatial, C)` and `tile` has one size per spatial axis.
     """
     spatial, tile = video.shape[:-1], tuple(int(t) for t in tile)
     weight = functools.reduce(np.multiply.outer, [tent(t) for t in tile])[..., None]
