@@ -4,13 +4,14 @@ The table of issue "reversible without regret" (docs/guides/networks.md,
 "Learning rates and the recipe") comes from this script: the main job's video
 (`segmentation_settings.FULL`, seed 0), 300 steps, Adam with cosine decay, the
 loss on the labelled frames only, IoU over ALL frames; each line changes one
-thing against the segmenter as it was (`video_cpu` with weight norm, flips only):
+thing against the segmenter as it was (`video_cpu` with weight norm, the
+linear closing, flips only):
 
   --cfg '{"normalization": "layer"}'   a HyperbolicSegmenter setting (any constructor argument)
   --shift                              random circular time shifts beside the flips
   --space-shift                        random circular shifts of height and width too
   --loss ce_dice                       cross-entropy plus soft Dice (both on the labelled pixels)
-  --head 32                            a nonlinear closing head (1x1 conv, ReLU, 1x1 conv)
+  --head 32                            a nonlinear closing head (`head_channels=32`)
   --clip 1.0 / --warmup 30             gradient clipping / linear warm-up
   --ema 0.99                           predict with a moving average of the weights
   --net unet                           the U-Net baseline under the same recipe
@@ -48,12 +49,9 @@ def build(args, config):
         return BaselineUNet(num_classes=2, rank=3, **{"filters": FULL.unet_filters,
                                                       "levels": FULL.unet_levels, **config})
     preset = get_preset(FULL.preset)["config"]
-    preset["normalization"] = "weight"  # the segmenter before the change
-    model = HyperbolicSegmenter(num_classes=2, **{**preset, **config})
-    if args.head:
-        model.closing = keras.Sequential([keras.layers.Conv3D(args.head, 1, activation="relu"),
-                                          keras.layers.Conv3D(2, 1)], name="closing")
-    return model
+    # The segmenter before the changes: weight norm, the linear closing.
+    preset.update(normalization="weight", head_channels=args.head or None)
+    return HyperbolicSegmenter(num_classes=2, **{**preset, **config})
 
 
 def masked_loss(args):

@@ -25,6 +25,7 @@ split over several calls.
 
 Run:  python benchmarks/segmentation_suite.py                      (every case, seeds 0-4 on main)
       python benchmarks/segmentation_suite.py --cases main --seeds 0 --rate-factors 0.333 1 3
+      python benchmarks/segmentation_suite.py --cases demo --other-seeds 0 1 2
 Cost: one run is one network trained 300 steps: about 2-4 minutes on 2 CPU cores;
 the default suite is 9 cases x 2 networks = 18 runs (x3 with three rate factors).
 """
@@ -230,7 +231,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4],
-                        help="seeds of the main case (the others use seed 0)")
+                        help="seeds of the main case")
+    parser.add_argument("--other-seeds", nargs="+", type=int, default=[0],
+                        help="seeds of the other cases")
     parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
     parser.add_argument("--rate-factors", nargs="+", type=float, default=[1.0])
     parser.add_argument("--steps", type=int, default=300)
@@ -246,7 +249,7 @@ def main():
         return
     done = {job_key(r) for r in load_results(args.json) if r["steps"] == args.steps}
     jobs = [{"case": case, "seed": seed, "network": network, "rate_factor": factor}
-            for case in args.cases for seed in (args.seeds if case == "main" else [0])
+            for case in args.cases for seed in (args.seeds if case == "main" else args.other_seeds)
             for factor in args.rate_factors for network in args.networks]
     jobs = [j for j in jobs if job_key(j) not in done]
     print(f"{len(jobs)} runs to do ({len(done)} already in {args.json}); CPU: "

@@ -40,13 +40,14 @@ def _runner(path, signature):
 
 
 @pytest.mark.parametrize(
-    "rank,pooling,shape",
-    [(2, "orthogonal", (16, 16, 3)), (3, "learnable", (8, 8, 8, 2))],
+    "rank,pooling,shape,head",
+    # The 3D case with the nonlinear closing head of the `video_cpu` preset.
+    [(2, "orthogonal", (16, 16, 3), None), (3, "learnable", (8, 8, 8, 2), 6)],
 )
-def test_segmenter_tflite_builtins_only_and_matches_keras(tmp_path, rank, pooling, shape):
+def test_segmenter_tflite_builtins_only_and_matches_keras(tmp_path, rank, pooling, shape, head):
     model = HyperbolicSegmenter(num_classes=3, rank=rank, width=4, pooling=pooling,
                                 units=[(1, "down"), (1, "down"), (1, "up"), (1, "up")],
-                                h=0.5, hidden_channels=4)
+                                h=0.5, hidden_channels=4, head_channels=head)
     model.build((None,) + shape)
     _perturb(model, 0.3)
     path = export_tflite(model, str(tmp_path / "seg.tflite"))

@@ -28,6 +28,7 @@ MODELS = {
     "segmenter_2d_haar": (lambda **kw: _segmenter(2, **kw), (2, 8, 8, 3)),
     "segmenter_3d_learnable": (lambda **kw: _segmenter(3, pooling="learnable", **kw), (1, 4, 4, 4, 2)),
     "segmenter_2d_orthogonal": (lambda **kw: _segmenter(2, pooling="orthogonal", **kw), (2, 8, 8, 3)),
+    "segmenter_2d_head": (lambda **kw: _segmenter(2, head_channels=6, **kw), (2, 8, 8, 3)),
     "iunet_2d": (lambda **kw: InvertibleUNet(rank=2, channels=4, levels=2, blocks_per_level=1,
                                              project_input=True, output_channels=2, **kw),
                  (2, 8, 8, 3)),
@@ -254,6 +255,22 @@ def test_hidden_channels_per_unit_reach_each_units_blocks_and_round_trip_the_con
     clone = HyperbolicSegmenter.from_config(model.get_config())
     clone.build((None, 8, 8, 3))
     assert clone.count_params() == model.count_params()
+
+
+def test_head_channels_make_a_nonlinear_closing_head():
+    linear, head = _segmenter(2), _segmenter(2, head_channels=6)
+    x = np.random.default_rng(6).random((1, 8, 8, 3)).astype("float32")
+    assert head(x).shape == linear(x).shape == (1, 8, 8, 2)
+    # 1x1 conv to 6 channels (4 + 4 pair channels in, 6 biases), ReLU, 1x1 conv to the classes.
+    assert head.count_params() - linear.count_params() == (8 * 6 + 6 + 6 * 2 + 2) - (8 * 2 + 2)
+    assert [layer.name for layer in head.closing.layers] == ["closing_hidden", "closing_logits"]
+    assert head.closing.layers[0].activation is keras.activations.relu
+
+
+@pytest.mark.parametrize("head", [0, -3, 2.5, "32", True])
+def test_bad_head_channels_name_the_argument(head):
+    with pytest.raises(ValueError, match="head_channels"):
+        _segmenter(head_channels=head)
 
 
 @pytest.mark.parametrize("hidden", [[4, 4], [4, 0, 4], [4, "4", 4], [4, True, 4], 0])

@@ -53,7 +53,7 @@ class SegmentationSettings:
     """
 
     # 16 frames of 48 x 48 (labels on frames 1, 7, 15), 300 steps per network: the README's
-    # first command took 4.6 minutes on 2 Xeon cores (6.2 with oneDNN held to AVX2; README).
+    # first command took 4.2 minutes on 2 Xeon cores (6.0 with oneDNN held to AVX2; README).
     steps: int = 300
     # Rates of both networks from their own sweeps on benchmarks/segmentation_suite.py (300
     # steps, random flips and circular shifts; docs/guides/networks.md, "Several videos"): on
