@@ -297,15 +297,17 @@ def training_step_estimate(model, input_shape, batch_size=1, plain=False):
     plain autodiff; the forward tensors that the backward pass reads are what
     plain autodiff keeps. For a stack that trains memory-efficiently, its
     blocks' share is replaced by what the engine keeps (`memory_estimate`'s
-    stream) plus the largest block's share (one block is rebuilt at a time).
+    stream) plus the largest block's share (one block is rebuilt at a time),
+    or, where larger, what the layers after the stacks keep (a closing head):
+    their backward pass frees it before the stacks rebuild any block.
     The activations count twice (their gradients flow back at the same
     sizes); added are the weights with their gradients and Adam's two
     moments, the input, integer targets and float sample weights, and twice
     the largest tensor. A plan, not a measurement: check it with
-    `training_step_memory`. Measured peaks at 64 x 64 x 148-300 frames
-    (benchmarks/segment_memory.py) were 0.82x the estimate for the reversible
-    `video_cpu` segmenter, 1.01x for it on plain autodiff and 1.38x for
-    `BaselineUNet` (its concatenations and group norms keep more than counted).
+    `training_step_memory`. Measured peaks at 64 x 64 x 60-172 frames
+    (benchmarks/segment_memory.py, 1024 MB) were 0.52x the estimate for the
+    reversible `video_cpu` segmenter, 0.42x for it on plain autodiff and 1.09x
+    for `BaselineUNet` (its concatenations and group norms keep more than counted).
 
     Args:
         model: a Keras model whose config rebuilds it (the package's models).
@@ -338,7 +340,8 @@ def training_step_estimate(model, input_shape, batch_size=1, plain=False):
     operations = graph.get_operations()  # in creation order: the forward pass, then the backward
     first = next(i for i, op in enumerate(operations) if op.name.startswith("gradient_tape/"))
     needed = {t.name for op in operations[first:] for t in op.inputs}
-    kept = largest = 0
+    kept = after = largest = 0
+    seen_stack = False
     blocks = {}  # (stack, block) -> what plain autodiff keeps of one block of an efficient stack
     for op in operations[:first]:
         if op.type in _VIEW_OPS:
@@ -351,15 +354,23 @@ def training_step_estimate(model, input_shape, batch_size=1, plain=False):
         inside = next((i for i, part in enumerate(parts[:-1]) for name in efficient
                        if part == name or re.fullmatch(re.escape(name) + r"_\d+", part)), None)
         if inside is None:
-            kept += size
+            if seen_stack:
+                after += size
+            else:
+                kept += size
         else:
+            seen_stack = True
             key = (parts[inside], parts[inside + 1] if inside + 2 < len(parts) else "")
             blocks[key] = blocks.get(key, 0) + size
     if efficient:
         for stack in stacks:
             stack.memory_efficient = stack.name in efficient
         kept += memory_estimate(copy, input_shape, batch_size)["stream_bytes_memory_efficient"]
-        kept += max(blocks.values(), default=0)
+        # What the layers after the stacks keep (a closing head) is freed by their backward
+        # pass, before the stacks rebuild their blocks: the two do not add up.
+        kept += max(after, max(blocks.values(), default=0))
+    else:
+        kept += after
     parameters = int(copy.count_params())
     voxels = int(np.prod(shape[:-1]))
     data = 4 * int(np.prod(shape)) + 8 * voxels + 4 * voxels
