@@ -340,10 +340,11 @@ def training_step_estimate(model, input_shape, batch_size=1, plain=False):
     operations = graph.get_operations()  # in creation order: the forward pass, then the backward
     first = next(i for i, op in enumerate(operations) if op.name.startswith("gradient_tape/"))
     needed = {t.name for op in operations[first:] for t in op.inputs}
-    kept = after = largest = 0
-    seen_stack = False
+    largest = 0
+    outside = []  # (op index, bytes) kept for backprop outside every efficient stack
+    last_inside = -1  # index of the last op inside an efficient stack
     blocks = {}  # (stack, block) -> what plain autodiff keeps of one block of an efficient stack
-    for op in operations[:first]:
+    for index, op in enumerate(operations[:first]):
         if op.type in _VIEW_OPS:
             continue
         size = _op_bytes(op)
@@ -354,23 +355,22 @@ def training_step_estimate(model, input_shape, batch_size=1, plain=False):
         inside = next((i for i, part in enumerate(parts[:-1]) for name in efficient
                        if part == name or re.fullmatch(re.escape(name) + r"_\d+", part)), None)
         if inside is None:
-            if seen_stack:
-                after += size
-            else:
-                kept += size
+            outside.append((index, size))
         else:
-            seen_stack = True
+            last_inside = index
             key = (parts[inside], parts[inside + 1] if inside + 2 < len(parts) else "")
             blocks[key] = blocks.get(key, 0) + size
+    kept = sum(size for index, size in outside if index < last_inside)
+    # What the layers after the last efficient stack keep (a closing head) is freed by their
+    # backward pass before any stack rebuilds a block: it and one block do not add up.
+    after = sum(size for index, size in outside if index > last_inside)
     if efficient:
         for stack in stacks:
             stack.memory_efficient = stack.name in efficient
         kept += memory_estimate(copy, input_shape, batch_size)["stream_bytes_memory_efficient"]
-        # What the layers after the stacks keep (a closing head) is freed by their backward
-        # pass, before the stacks rebuild their blocks: the two do not add up.
         kept += max(after, max(blocks.values(), default=0))
     else:
-        kept += after
+        kept += after  # nothing is rebuilt: everything is held together
     parameters = int(copy.count_params())
     voxels = int(np.prod(shape[:-1]))
     data = 4 * int(np.prod(shape)) + 8 * voxels + 4 * voxels
